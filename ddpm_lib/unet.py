@@ -1,0 +1,142 @@
+"""SimpleUNet: the noise-prediction network eps_theta(x_t, t) for 28x28 digits.
+
+A small U-Net in the style of Ho et al. (2020): residual blocks (GroupNorm,
+SiLU, 3x3 conv) that each receive the timestep embedding, a 28 -> 14 -> 7
+down path, a 7 -> 14 -> 28 up path joined to it by skip connections, and
+optional self-attention at 7x7. It knows nothing about noise schedules: it
+maps (x_t, t) to a tensor shaped like x_t, and the sampler decides what that
+tensor means.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Widths of the three resolutions (28, 14, 7) and what goes in between."""
+
+    channels: tuple[int, int, int] = (32, 64, 128)
+    blocks_per_level: int = 1
+    attention: bool = True  # self-attention at 7x7
+    groups: int = 8  # GroupNorm groups; must divide every width
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if len(self.channels) != 3:
+            raise ValueError(f"channels needs one width per resolution 28, 14, 7; got {self.channels}")
+        if any(c <= 0 or c % self.groups for c in self.channels):
+            raise ValueError(f"every width in {self.channels} must be a positive multiple of groups={self.groups}")
+        if self.blocks_per_level < 1:
+            raise ValueError(f"blocks_per_level must be at least 1, got {self.blocks_per_level}")
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps, as for positions in a Transformer."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """Two GroupNorm-SiLU-conv layers with the timestep added in between, plus a skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(emb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class SelfAttention(nn.Module):
+    """Single-head self-attention over the pixels of a feature map, with a residual."""
+
+    def __init__(self, ch: int, groups: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.out = nn.Conv2d(ch, ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).transpose(-1, -2).unbind(1)
+        attended = F.scaled_dot_product_attention(q, k, v)  # (b, h*w, c)
+        return x + self.out(attended.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class SimpleUNet(nn.Module):
+    def __init__(self, config: UNetConfig = UNetConfig()):
+        super().__init__()
+        self.config = config
+        c1, c2, c3 = config.channels
+        g, n = config.groups, config.blocks_per_level
+        self.emb_dim = emb_dim = 4 * c1
+        self.time_mlp = nn.Sequential(nn.Linear(c1, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        self.conv_in = nn.Conv2d(1, c1, 3, padding=1)
+        # Down path: each level's blocks, then a stride-2 conv (28 -> 14 -> 7).
+        self.down = nn.ModuleList()
+        widths = [c1]  # channels of every tensor kept for a skip connection
+        in_ch = c1
+        for level, ch in enumerate((c1, c2, c3)):
+            for _ in range(n):
+                self.down.append(ResBlock(in_ch, ch, emb_dim, g))
+                in_ch = ch
+                widths.append(ch)
+            if level < 2:
+                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                widths.append(ch)
+
+        self.mid1 = ResBlock(c3, c3, emb_dim, g)
+        self.mid_attn = SelfAttention(c3, g) if config.attention else nn.Identity()
+        self.mid2 = ResBlock(c3, c3, emb_dim, g)
+
+        # Up path: mirror image, each block eating one skip; upsample 7 -> 14 -> 28.
+        self.up = nn.ModuleList()
+        for level, ch in reversed(list(enumerate((c1, c2, c3)))):
+            for _ in range(n + 1):
+                self.up.append(ResBlock(in_ch + widths.pop(), ch, emb_dim, g))
+                in_ch = ch
+            if level > 0:
+                self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)))
+
+        self.norm_out = nn.GroupNorm(g, c1)
+        self.conv_out = nn.Conv2d(c1, 1, 3, padding=1)
+        # Starting from a zero output makes the untrained model predict "no noise",
+        # which keeps the first steps of training calm.
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (28, 28):
+            raise ValueError(f"SimpleUNet expects 28x28 images, got {tuple(x.shape[-2:])}")
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]))
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            skips.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)
+        for layer in self.up:
+            h = layer(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
