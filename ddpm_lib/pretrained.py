@@ -60,6 +60,19 @@ def save_weights(state_dict: dict, path: Path, config: dict) -> str:
     return sha256_of(path)
 
 
+def ship(name: str, weights: Path) -> dict:
+    """Copy ``weights`` to assets/ as ``ddpm_mnist_{name}.safetensors`` and record it in the manifest."""
+    import shutil
+
+    read_weights(weights)  # refuse anything that is not a weights file of ours
+    target = ASSETS / f"ddpm_mnist_{name}.safetensors"
+    shutil.copyfile(weights, target)
+    entries = manifest()
+    entries[name] = {"file": target.name, "sha256": sha256_of(target)}
+    MANIFEST.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return entries[name]
+
+
 def read_weights(path: Path) -> tuple[dict, dict]:
     """(state_dict, config) of a safetensors file written by ``save_weights``."""
     from safetensors import safe_open

@@ -113,10 +113,12 @@ def ddpm_sample(
 
 
 def ddim_timesteps(total: int, steps: int) -> list[int]:
-    """An evenly spaced, decreasing subset of 0 .. total-1 that ends at 0."""
+    """An evenly spaced, decreasing subset of 0 .. total-1 from total-1 down to 0 (one step: just total-1)."""
     if not 1 <= steps <= total:
         raise ValueError(f"steps must be between 1 and {total}, got {steps}")
-    return sorted({round(i * (total - 1) / max(steps - 1, 1)) for i in range(steps)}, reverse=True)
+    if steps == 1:
+        return [total - 1]
+    return sorted({round(i * (total - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
 
 
 @torch.no_grad()
@@ -163,3 +165,13 @@ def sample(model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed
     if sampler == "ddim":
         return ddim_sample(model, schedule, n, steps=steps, seed=seed, **kwargs)
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+
+
+def sample_many(model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, eta: float = 0.0, batch_size: int = 500) -> torch.Tensor:
+    """n digits drawn batch_size at a time (bounded memory); batch k uses seed + k, so any n is reproducible."""
+    extra = {"eta": eta} if sampler == "ddim" else {}
+    batches = [
+        sample(model, schedule, min(batch_size, n - start), sampler, steps, seed=seed + k, **extra).images.cpu()
+        for k, start in enumerate(range(0, n, batch_size))
+    ]
+    return torch.cat(batches)

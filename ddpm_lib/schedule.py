@@ -19,12 +19,13 @@ from torch import nn
 SCHEDULES = ("linear", "cosine")
 
 
-def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02, max_beta: float = 0.999) -> torch.Tensor:
     """beta_t rising linearly, as in Ho et al. (2020) with T = 1000."""
     # The paper's end points are for T = 1000; rescaling keeps the total noise
-    # comparable when a reader experiments with fewer steps.
+    # comparable when a reader experiments with fewer steps. Below T = 21 the
+    # rescaled end point would reach 1 (alpha_t <= 0), hence the clamp.
     scale = 1000 / timesteps
-    return torch.linspace(scale * beta_start, scale * beta_end, timesteps, dtype=torch.float64)
+    return torch.linspace(scale * beta_start, scale * beta_end, timesteps, dtype=torch.float64).clamp(max=max_beta)
 
 
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 class UNetConfig:
     """Widths of the three resolutions (28, 14, 7) and what goes in between."""
 
-    channels: tuple[int, int, int] = (32, 64, 128)
+    channels: tuple[int, int, int] = (16, 32, 64)
     blocks_per_level: int = 1
     attention: bool = True  # self-attention at 7x7
     groups: int = 8  # GroupNorm groups; must divide every width
@@ -33,6 +33,8 @@ class UNetConfig:
             raise ValueError(f"channels needs one width per resolution 28, 14, 7; got {self.channels}")
         if any(c <= 0 or c % self.groups for c in self.channels):
             raise ValueError(f"every width in {self.channels} must be a positive multiple of groups={self.groups}")
+        if self.channels[0] % 2:
+            raise ValueError(f"channels[0] sets the sinusoidal embedding size and must be even, got {self.channels[0]}")
         if self.blocks_per_level < 1:
             raise ValueError(f"blocks_per_level must be at least 1, got {self.blocks_per_level}")
 

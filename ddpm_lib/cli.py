@@ -1,0 +1,192 @@
+"""Command line: ``python -m ddpm_lib train | sample | evaluate | bench``.
+
+The spellings of these commands and flags are a public interface: outside
+scripts rely on them, so change them only with a deprecation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int):
+    p.add_argument("--checkpoint", help="training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
+    p.add_argument("--n", type=_positive(int), default=n_default, help=f"number of digits (default {n_default})")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="ddpm: all T steps; ddim: --steps steps")
+    p.add_argument("--steps", type=_positive(int), default=50, help="DDIM steps (ignored by ddpm; default 50)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive(int), default=500, help="digits sampled at once (memory)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a SimpleUNet on MNIST")
+    p.add_argument("--epochs", type=_positive(int), required=True, help="total epochs (with --resume: including those done)")
+    p.add_argument("--batch-size", type=_positive(int), default=128)
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors")
+    p.add_argument("--subset", type=_positive(int), help="train on the first N training digits")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    p.add_argument("--lr", type=float, help="learning rate (default: the trainer's)")
+    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
+    p.add_argument("--channels", help="widths at 28, 14, 7 pixels, e.g. 32,64,64 (default: the model's)")
+    p.add_argument("--amp", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("sample", help="draw digits into a PNG grid or an .npz array")
+    _add_sampling_flags(p, n_default=64)
+    p.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npz (key 'images', uint8, N x 28 x 28)")
+
+    p = sub.add_parser("evaluate", help="classifier-FID, confident fraction and class histogram of samples")
+    _add_sampling_flags(p, n_default=10_000)
+
+    p = sub.add_parser("train-classifier", help="train the digit classifier behind `evaluate` and report its test accuracy")
+    p.add_argument("--epochs", type=_positive(int), default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="FILE.safetensors")
+
+    p = sub.add_parser("ship", help="(maintainers) copy weights into assets/ and record their sha256 in the manifest")
+    p.add_argument("name", help="manifest entry, e.g. unconditional or classifier")
+    p.add_argument("weights", help="a .safetensors file written by train or train-classifier")
+
+    p = sub.add_parser("bench", help="print training and sampling speed on this machine")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quality", action="store_true", help="also train until 90%% of samples are confidently classified")
+    p.add_argument("--quality-minutes", type=_positive(float), default=30, help="give up after this many minutes")
+    return parser
+
+
+def _train(args) -> int:
+    from dataclasses import replace
+
+    from .trainer import TrainConfig, train
+    from .unet import UNetConfig
+
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        out_dir=args.out,
+        train_subset=args.subset,
+        schedule=args.schedule,
+        amp=args.amp,
+        device=args.device,
+        seed=args.seed,
+    )
+    if args.lr is not None:
+        config = replace(config, lr=args.lr)
+    if args.channels:
+        config = replace(config, model=UNetConfig(channels=tuple(int(c) for c in args.channels.split(","))))
+    result = train(config, resume=args.resume, progress=not args.quiet)
+    weights = export_ema(result, config)
+    print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}); final loss "
+          f"{sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
+    print(f"outputs in {result.out_dir}: checkpoint.pt, {weights.name}, epoch grids, loss_history.csv")
+    return 0
+
+
+def export_ema(result, config) -> Path:
+    """Write the EMA weights of a finished run as safetensors beside its checkpoint."""
+    from dataclasses import asdict
+
+    from .pretrained import save_weights
+
+    path = result.out_dir / "ema.safetensors"
+    save_weights(result.ema_model.state_dict(), path, asdict(config))
+    return path
+
+
+def _sample(args) -> int:
+    import numpy as np
+
+    from .plots import save_grid, to_uint8
+    from .pretrained import load_any
+    from .sampling import sample_many
+
+    out = Path(args.out)
+    if out.suffix not in (".png", ".npz"):
+        raise SystemExit(f"--out must end in .png or .npz, got {out}")
+    model, schedule, _ = load_any(args.checkpoint, args.device)
+    images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".png":
+        save_grid(images, out)
+    else:
+        np.savez_compressed(out, images=to_uint8(images))
+    print(f"wrote {args.n} digits ({args.sampler}{'' if args.sampler == 'ddpm' else f', {args.steps} steps'}) to {out}")
+    return 0
+
+
+def _train_classifier(args) -> int:
+    from .data import load_mnist
+    from .metrics import accuracy, train_classifier
+    from .pretrained import save_weights
+
+    images, labels = load_mnist(train=True)
+    classifier = train_classifier(images, labels, epochs=args.epochs, seed=args.seed)
+    test_accuracy = accuracy(classifier, *load_mnist(train=False))
+    save_weights(classifier.state_dict(), Path(args.out), {"epochs": args.epochs, "seed": args.seed, "test_accuracy": test_accuracy})
+    print(f"classifier test accuracy {test_accuracy:.2%} on the 10,000 MNIST test digits; weights in {args.out}")
+    return 0
+
+
+def _ship(args) -> int:
+    from .pretrained import ship
+
+    entry = ship(args.name, Path(args.weights))
+    print(f"assets/{entry['file']}  sha256 {entry['sha256']}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluation import evaluate_model
+
+    report = evaluate_model(args.checkpoint, args.n, args.sampler, args.steps, args.seed, args.eta, args.device, args.batch_size)
+    print(report)
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import run_bench
+
+    print(run_bench(args.device, quality=args.quality, quality_minutes=args.quality_minutes))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import MNISTUnavailable
+    from .pretrained import ShippedWeightsError
+    from .trainer import CheckpointError
+
+    try:
+        return {
+            "train": _train,
+            "sample": _sample,
+            "evaluate": _evaluate,
+            "bench": _bench,
+            "train-classifier": _train_classifier,
+            "ship": _ship,
+        }[args.command](args)
+    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last finished epoch's checkpoint is intact; continue with --resume", file=sys.stderr)
+        return 130

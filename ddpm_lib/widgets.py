@@ -1,0 +1,204 @@
+"""Interactive explorers for the notebooks, and the plumbing they share.
+
+An explorer is a row of controls above a picture of labelled panels and a
+one-line caption; every change of a control redraws the picture. The pieces
+any explorer needs live in functions here (``panels_png``, ``array_to_png``,
+``show``) and in the base class ``PanelExplorer``, so that each notebook's
+explorer only says what to draw.
+
+Compatibility contract
+----------------------
+The explorers work with ipywidgets 7.7 (Google Colab) and 8.x (JupyterLab),
+and degrade to a still picture where no widget frontend exists. Everything
+goes through ``show``, which publishes one raw MIME bundle holding
+
+- ``application/vnd.jupyter.widget-view+json``: the live widget, exactly the
+  view ipywidgets itself publishes (7.x from ``Widget._ipython_display_``,
+  8.x from ``Widget._repr_mimebundle_``), so frontends with widgets render it;
+- ``image/png``: the current picture, which viewers without a kernel
+  (GitHub, nbviewer) show instead;
+- ``text/plain``: a fixed sentence. ``pytest --nbval`` compares only this
+  one of the three, so a stored notebook stays reproducible.
+
+ipywidgets 7 also runs a widget's ``on_displayed`` callbacks when it is
+displayed; ``show`` does the same there. ipywidgets 8 has no such callbacks.
+
+Callbacks never print: inside a notebook their output would become part of
+the cell's stored output and break the comparison.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+
+import IPython.display
+import ipywidgets
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .plots import to_uint8
+from .schedule import SCHEDULES, NoiseSchedule
+
+WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
+
+PANEL_SCALE = 6  # a 28-pixel digit becomes 168 screen pixels
+PANEL_GAP = 10  # white pixels between neighbouring panels
+TITLE_HEIGHT = 22  # pixels above the panels for their titles
+
+
+def array_to_png(pixels: np.ndarray, scale: int = 1) -> bytes:
+    """A uint8 grey (H, W) array as PNG bytes, enlarged ``scale`` times without blurring the pixels."""
+    return _encode_png(_enlarge(Image.fromarray(pixels), scale))
+
+
+def panels_png(images: torch.Tensor, titles: Sequence[str], scale: int = PANEL_SCALE) -> bytes:
+    """Images (N, 1, H, W) in [-1, 1] side by side, each under its title, as PNG bytes.
+
+    All panels share one grey scale, -1 black and +1 white, with values beyond
+    clipped (as in ``plots.to_uint8``), so that pictures of noise and of
+    digits can be compared by eye.
+    """
+    if len(images) != len(titles):
+        raise ValueError(f"got {len(images)} images but {len(titles)} titles")
+    panels = [_enlarge(Image.fromarray(pixels), scale) for pixels in to_uint8(images)]
+    side = panels[0].width
+    canvas = Image.new("L", (len(panels) * (side + PANEL_GAP) - PANEL_GAP, TITLE_HEIGHT + side), color=255)
+    draw = ImageDraw.Draw(canvas)
+    font = _title_font()
+    for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
+        left = i * (side + PANEL_GAP)
+        canvas.paste(panel, (left, TITLE_HEIGHT))
+        # Centred by measuring the text: Pillow's anchor option needs a TrueType font, which not every install has.
+        x0, y0, x1, y1 = draw.textbbox((0, 0), title, font=font)
+        draw.text((left + (side - (x1 - x0)) / 2 - x0, (TITLE_HEIGHT - (y1 - y0)) / 2 - y0), title, fill=0, font=font)
+    return _encode_png(canvas)
+
+
+def show(widget: ipywidgets.Widget, fallback_png: bytes, label: str) -> None:
+    """Display ``widget`` live where widgets work, and ``fallback_png`` where they do not.
+
+    ``label`` names the widget in the plain-text form, the only part that
+    ``pytest --nbval`` compares; keep it free of anything that varies.
+    """
+    IPython.display.display(
+        {
+            WIDGET_VIEW_MIMETYPE: {"version_major": 2, "version_minor": 0, "model_id": widget.model_id},
+            "image/png": base64.b64encode(fallback_png).decode("ascii"),
+            "text/plain": f"[interactive: {label} — run the notebook in Jupyter to use the controls]",
+        },
+        raw=True,
+    )
+    # ipywidgets 7 runs the on_displayed callbacks after publishing the view; 8 removed them.
+    handle_displayed = getattr(widget, "_handle_displayed", None)
+    if handle_displayed is not None:
+        handle_displayed()
+
+
+class PanelExplorer:
+    """Controls on top, a picture of labelled panels below them, and a caption under it.
+
+    A subclass sets up whatever ``panels`` and ``caption_html`` read, then
+    passes its controls to ``__init__``, which draws the first picture; the
+    picture and the caption are redrawn whenever a control's value changes.
+
+    ``widget`` is the whole explorer, ``image`` the picture (an ``ipywidgets.Image``)
+    and ``caption`` the text under it.
+    """
+
+    def __init__(self, controls: Sequence[ipywidgets.ValueWidget], label: str):
+        self.label = label
+        # Kept at its own size: a box would otherwise stretch it to the full width, blurring pixels and titles.
+        self.image = ipywidgets.Image(format="png", layout=ipywidgets.Layout(align_self="flex-start"))
+        self.caption = ipywidgets.HTML()
+        self.widget = ipywidgets.VBox([ipywidgets.HBox(list(controls)), self.image, self.caption])
+        for control in controls:
+            control.observe(self.redraw, names="value")
+        self.redraw()
+
+    def panels(self) -> tuple[torch.Tensor, list[str]]:
+        """The images to show now, (N, 1, H, W) in [-1, 1], and a title for each."""
+        raise NotImplementedError
+
+    def caption_html(self) -> str:
+        """The caption for the current state of the controls, as HTML."""
+        raise NotImplementedError
+
+    def render(self) -> bytes:
+        """The picture for the current state of the controls, as PNG bytes."""
+        images, titles = self.panels()
+        return panels_png(images, titles)
+
+    def display(self) -> None:
+        """Show the explorer in the notebook (a still picture where widgets cannot run)."""
+        show(self.widget, self.image.value, self.label)
+
+    def redraw(self, _change: dict | None = None) -> None:
+        """Bring picture and caption up to date; controls call it on every change, and a
+        subclass may call it after changing its state some other way (a button, say)."""
+        self.image.value = self.render()
+        self.caption.value = self.caption_html()
+
+
+class ForwardNoisingExplorer(PanelExplorer):
+    """Pick a digit, a schedule and a timestep; see x_0, the noise eps, and x_t.
+
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps comes from
+    ``NoiseSchedule.q_sample``. Each digit has its own noise, drawn once from
+    ``seed``, so moving ``t`` shows the same noise taking over the same digit.
+
+    The slider ``t`` holds the code index 0 .. T-1; everything shown to the
+    reader uses the paper's t = index + 1 (see ``ddpm_lib.schedule``).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, timesteps: int = 1000, seed: int = 0):
+        self.images = images.detach().float().cpu()
+        self.noise = torch.randn(self.images.shape, generator=torch.Generator().manual_seed(seed))
+        self.schedules = {kind: NoiseSchedule(kind, timesteps) for kind in SCHEDULES}
+
+        # The slider's own readout would show the code index; the caption shows the paper's t instead.
+        self.t = ipywidgets.IntSlider(value=timesteps // 4 - 1, min=0, max=timesteps - 1, description="t", readout=False)
+        self.schedule = ipywidgets.Dropdown(options=list(SCHEDULES), value=SCHEDULES[0], description="schedule")
+        names = [f"#{i}" if labels is None else f"#{i}: a {int(labels[i])}" for i in range(len(self.images))]
+        self.digit = ipywidgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=0, description="digit")
+        super().__init__([self.t, self.schedule, self.digit], label="forward noising explorer")
+
+    def x_t(self) -> torch.Tensor:
+        """The chosen digit noised to the chosen t, shape (1, 1, H, W)."""
+        digit = self.digit.value
+        x0, noise = self.images[digit : digit + 1], self.noise[digit : digit + 1]
+        return self.schedules[self.schedule.value].q_sample(x0, torch.tensor([self.t.value]), noise)
+
+    def panels(self) -> tuple[torch.Tensor, list[str]]:
+        digit = self.digit.value
+        images = torch.cat([self.images[digit : digit + 1], self.noise[digit : digit + 1], self.x_t()])
+        return images, ["x_0 (digit)", "eps (noise)", f"x_t at t = {self.t.value + 1}"]
+
+    def caption_html(self) -> str:
+        schedule, t = self.schedules[self.schedule.value], self.t.value
+        return (
+            f"<b>t = {t + 1}</b> of {schedule.timesteps}, {schedule.kind} schedule: "
+            f"ᾱ<sub>t</sub> = {schedule.alpha_bars[t].item():.4g}, SNR = {schedule.snr[t].item():.4g}, "
+            f"so x<sub>t</sub> = {schedule.sqrt_alpha_bars[t].item():.3f}&thinsp;x<sub>0</sub> "
+            f"+ {schedule.sqrt_one_minus_alpha_bars[t].item():.3f}&thinsp;ε"
+        )
+
+
+def _enlarge(picture: Image.Image, scale: int) -> Image.Image:
+    # Nearest neighbour keeps each pixel a sharp square, which is what a 28 x 28 digit really is.
+    return picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+
+
+def _encode_png(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _title_font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=14)
+    except TypeError:  # Pillow before 10.1 has only its small fixed-size font
+        return ImageFont.load_default()
