@@ -94,22 +94,10 @@ def _train(args) -> int:
     if args.channels:
         config = replace(config, model=UNetConfig(channels=tuple(int(c) for c in args.channels.split(","))))
     result = train(config, resume=args.resume, progress=not args.quiet)
-    weights = export_ema(result, config)
     print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}); final loss "
           f"{sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
-    print(f"outputs in {result.out_dir}: checkpoint.pt, {weights.name}, epoch grids, loss_history.csv")
+    print(f"outputs in {result.out_dir}: checkpoint.pt, ema.safetensors, epoch grids, loss_history.csv")
     return 0
-
-
-def export_ema(result, config) -> Path:
-    """Write the EMA weights of a finished run as safetensors beside its checkpoint."""
-    from dataclasses import asdict
-
-    from .pretrained import save_weights
-
-    path = result.out_dir / "ema.safetensors"
-    save_weights(result.ema_model.state_dict(), path, asdict(config))
-    return path
 
 
 def _sample(args) -> int:

@@ -99,3 +99,71 @@ def plot_gaussian_check(x_T: torch.Tensor):
     ax.set(xlabel="pixel value", ylabel="density")
     ax.legend()
     return fig
+
+
+def plot_loss(losses: Sequence[float], steps_per_epoch: int | None = None, window: int = 50):
+    """Per-step training loss (faint) and its running mean over ``window`` steps, epochs marked."""
+    import matplotlib.pyplot as plt
+
+    losses = np.asarray(losses, dtype=float)
+    steps = np.arange(1, len(losses) + 1)
+    fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    ax.plot(steps, losses, alpha=0.25, label="per step")
+    if len(losses) >= window:
+        running = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1 :], running, label=f"mean of {window} steps")
+    if steps_per_epoch:
+        for boundary in range(steps_per_epoch, len(losses), steps_per_epoch):
+            ax.axvline(boundary, color="gray", lw=0.5, ls=":")
+    ax.set(xlabel="optimisation step", ylabel=r"MSE $\|\epsilon - \epsilon_\theta\|^2$", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_epoch_grids(paths: Sequence[str | Path], max_columns: int = 5):
+    """The sample grids saved after each epoch (epoch_001.png, ...), side by side with their epoch numbers."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    paths = [Path(p) for p in paths]
+    columns = min(len(paths), max_columns)
+    rows = -(-len(paths) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), layout="constrained", squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, path in zip(axes.flat, paths):
+        ax.imshow(np.asarray(Image.open(path)), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"epoch {int(path.stem.split('_')[-1])}")
+    return fig
+
+
+def plot_grids(batches: dict[str, torch.Tensor], nrow: int | None = None):
+    """Batches of digits (N, 1, H, W) in [-1, 1], each tiled by ``grid_array``, side by side under their names."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(batches), figsize=(3.4 * len(batches), 3.7), layout="constrained", squeeze=False)
+    for ax, (name, images) in zip(axes[0], batches.items(), strict=True):
+        ax.imshow(grid_array(images, nrow), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(name)
+        ax.axis("off")
+    return fig
+
+
+def save_gif(frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None = None, frame_ms: int = 80, hold_last_ms: int = 2000) -> Path:
+    """An animated GIF, looping, with one digit grid (``grid_array``) per frame; the last frame stays ``hold_last_ms``.
+
+    Each frame is a batch (N, 1, H, W) in [-1, 1]. The grids keep their size,
+    one file pixel per image pixel: GIF compresses noise poorly, and enlarging
+    the frames would multiply the file size without adding detail.
+    """
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("save_gif needs at least one frame")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = [Image.fromarray(grid_array(frame, nrow)) for frame in frames]
+    durations = [frame_ms] * (len(pictures) - 1) + [hold_last_ms]
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations, loop=0)
+    return path

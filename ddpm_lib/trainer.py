@@ -7,7 +7,8 @@ eps_theta(x_t, t) onto eps with a mean-squared error.
 Around it: AdamW with a short warm-up, an exponential moving average (EMA) of
 the weights that is used for every sample, mixed precision chosen by hardware,
 a checkpoint after every epoch (written atomically, resumable bit-for-bit on
-CPU), a sample grid per epoch from fixed noise, and the loss history on disk.
+CPU) with the EMA weights beside it, a sample grid per epoch from fixed noise,
+and the loss history on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .unet import SimpleUNet, UNetConfig
 
 CHECKPOINT_FORMAT = "ddpm_lib.checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
+EMA_WEIGHTS_NAME = "ema.safetensors"  # just the averaged weights, for sampling and shipping
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -206,6 +208,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
 
     from .data import load_mnist
     from .plots import save_grid
+    from .pretrained import save_weights
     from .sampling import ddim_sample
 
     out_dir = Path(config.out_dir)
@@ -287,6 +290,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
             },
             ckpt_path,
         )
+        save_weights(ema.model.state_dict(), out_dir / EMA_WEIGHTS_NAME, asdict(config))
     return TrainResult(model, ema.model, schedule, losses, config.epochs, out_dir, precision, device)
 
 

@@ -30,16 +30,22 @@ the cell's stored output and break the comparison.
 from __future__ import annotations
 
 import base64
+import html
 import io
+from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import IPython.display
 import ipywidgets
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch import nn
 
-from .plots import to_uint8
+from . import sampling
+from .plots import grid_array, to_uint8
+from .sampling import SAMPLERS, Trajectory
 from .schedule import SCHEDULES, NoiseSchedule
 
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
@@ -103,17 +109,21 @@ class PanelExplorer:
     A subclass sets up whatever ``panels`` and ``caption_html`` read, then
     passes its controls to ``__init__``, which draws the first picture; the
     picture and the caption are redrawn whenever a control's value changes.
+    ``buttons`` join the controls in their row; what a click does is up to the
+    subclass. ``panel_scale`` is how many screen pixels each image pixel gets.
 
     ``widget`` is the whole explorer, ``image`` the picture (an ``ipywidgets.Image``)
     and ``caption`` the text under it.
     """
 
-    def __init__(self, controls: Sequence[ipywidgets.ValueWidget], label: str):
+    panel_scale: int = PANEL_SCALE
+
+    def __init__(self, controls: Sequence[ipywidgets.ValueWidget], label: str, buttons: Sequence[ipywidgets.Button] = ()):
         self.label = label
         # Kept at its own size: a box would otherwise stretch it to the full width, blurring pixels and titles.
         self.image = ipywidgets.Image(format="png", layout=ipywidgets.Layout(align_self="flex-start"))
         self.caption = ipywidgets.HTML()
-        self.widget = ipywidgets.VBox([ipywidgets.HBox(list(controls)), self.image, self.caption])
+        self.widget = ipywidgets.VBox([ipywidgets.HBox([*controls, *buttons]), self.image, self.caption])
         for control in controls:
             control.observe(self.redraw, names="value")
         self.redraw()
@@ -129,7 +139,7 @@ class PanelExplorer:
     def render(self) -> bytes:
         """The picture for the current state of the controls, as PNG bytes."""
         images, titles = self.panels()
-        return panels_png(images, titles)
+        return panels_png(images, titles, self.panel_scale)
 
     def display(self) -> None:
         """Show the explorer in the notebook (a still picture where widgets cannot run)."""
@@ -184,6 +194,145 @@ class ForwardNoisingExplorer(PanelExplorer):
             f"so x<sub>t</sub> = {schedule.sqrt_alpha_bars[t].item():.3f}&thinsp;x<sub>0</sub> "
             f"+ {schedule.sqrt_one_minus_alpha_bars[t].item():.3f}&thinsp;ε"
         )
+
+
+class SamplingSettings(NamedTuple):
+    """What decides a sampling run: the sampler, its number of steps (T for DDPM) and the seed."""
+
+    sampler: str
+    steps: int
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.sampler.upper()}, {self.steps} steps, seed {self.seed}"
+
+
+class ReverseSamplingExplorer(PanelExplorer):
+    """Scrub through a sampling run: x_t and the network's guesses of x_0 and of the noise, at every step.
+
+    A run is drawn once by ``sampling.sample(..., return_trajectory=True)``, whose
+    ``Trajectory`` holds all three pictures for every visited step, so moving
+    ``t`` only redraws from it. ``sampler``, ``steps`` and ``seed`` take effect
+    when **Sample** is pressed, not at once: a run is slow (DDPM makes T network
+    calls, about a minute for 16 digits on one CPU core), and a reader may want
+    to change more than one of them first. Until then the caption says that the
+    picture and the controls disagree.
+
+    The most recent runs are kept by their ``SamplingSettings``, so going back
+    to earlier settings is instant; ``remember`` adds a run drawn elsewhere.
+
+    The slider ``t`` holds the row of the trajectory: the first visited step
+    (the paper's t = T, pure noise) on the left, the last (t = 1) on the right.
+    The caption shows the paper's t of the row.
+    """
+
+    DDIM_STEP_CHOICES = (10, 20, 50, 100)
+    RUNS_KEPT = 4  # one DDPM run of 16 digits holds 3 x 1000 x 16 images, about 150 MB
+    panel_scale = 2  # each panel is a whole grid of digits, not a single one
+
+    def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: str = "ddim", steps: int = 50, seed: int = 0):
+        step_choices = [choice for choice in self.DDIM_STEP_CHOICES if choice <= schedule.timesteps]
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if steps not in step_choices:
+            raise ValueError(f"steps must be one of {step_choices}, got {steps!r}")
+        self.model, self.schedule, self.n = model, schedule, n
+        self.trajectories: OrderedDict[SamplingSettings, Trajectory] = OrderedDict()  # least recently used first
+
+        # Labels sized to their text, so that all five controls fit in one row.
+        compact = {"style": {"description_width": "initial"}}
+        self.sampler = ipywidgets.Dropdown(
+            options=["ddim", "ddpm"], value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **compact
+        )
+        self.steps = ipywidgets.Dropdown(
+            options=step_choices, value=steps, description="steps", disabled=sampler == "ddpm",
+            layout=ipywidgets.Layout(width="120px"), **compact,
+        )  # fmt: skip
+        self.seed = ipywidgets.IntText(value=seed, description="seed", layout=ipywidgets.Layout(width="120px"), **compact)
+        self.sample_button = ipywidgets.Button(description="Sample", tooltip="draw a run with these settings", button_style="primary")
+
+        self.shown = self.requested()
+        self.trajectory = self.trajectory_for(self.shown)
+        last = len(self.trajectory.timesteps) - 1
+        # The slider's own readout would show the row; the caption shows the paper's t instead.
+        self.step = ipywidgets.IntSlider(
+            value=last, min=0, max=last, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **compact
+        )
+        super().__init__([self.step, self.sampler, self.steps, self.seed], label="reverse sampling explorer", buttons=[self.sample_button])
+        self.sampler.observe(self._offer_steps_only_for_ddim, names="value")
+        self.sample_button.on_click(self.show_requested)
+
+    def requested(self) -> SamplingSettings:
+        """The run the controls ask for; DDPM always visits all T steps, whatever ``steps`` says."""
+        sampler = self.sampler.value
+        steps = self.schedule.timesteps if sampler == "ddpm" else self.steps.value
+        return SamplingSettings(sampler, steps, self.seed.value)
+
+    def trajectory_for(self, settings: SamplingSettings) -> Trajectory:
+        """The trajectory of the run with ``settings``: kept from before, or drawn now (slow) and kept."""
+        if settings in self.trajectories:
+            trajectory = self.trajectories[settings]
+        else:
+            trajectory = sampling.sample(
+                self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, return_trajectory=True
+            ).trajectory
+        self._keep(settings, trajectory)
+        return trajectory
+
+    def remember(self, trajectory: Trajectory, sampler: str, seed: int) -> None:
+        """Keep a run drawn elsewhere, so that choosing its settings and pressing Sample shows it at once.
+
+        The number of steps is read off the trajectory. It must come from this
+        explorer's model and schedule with ``n`` samples; only ``n`` can be checked.
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if trajectory.x_t.shape[1] != self.n:
+            raise ValueError(f"the trajectory holds {trajectory.x_t.shape[1]} samples, but this explorer shows n = {self.n}")
+        self._keep(SamplingSettings(sampler, len(trajectory.timesteps), seed), trajectory)
+
+    def show_requested(self, _button: ipywidgets.Button | None = None) -> None:
+        """Show the run the controls ask for at its last step, drawing it first unless it is kept (the Sample button)."""
+        settings = self.requested()
+        if settings not in self.trajectories:
+            self.caption.value = f"Sampling {settings} … ({settings.steps} network calls)"
+        try:
+            trajectory = self.trajectory_for(settings)
+        except Exception as error:  # raised in a callback, it would land in the cell's output; the caption is the place
+            self.caption.value = f"<b>Sampling {settings} failed</b>: {html.escape(f'{type(error).__name__}: {error}')}"
+            return
+        self.shown, self.trajectory = settings, trajectory
+        last = len(trajectory.timesteps) - 1
+        # Range and value change together: one at a time, the old range could clamp the new value.
+        with self.step.hold_trait_notifications():
+            self.step.max = last
+            self.step.value = last
+        self.redraw()
+
+    def panels(self) -> tuple[torch.Tensor, list[str]]:
+        row = self.step.value
+        pictures = (self.trajectory.x_t, self.trajectory.x0_pred, self.trajectory.noise_pred)
+        grids = [torch.from_numpy(grid_array(picture[row])).float().div(127.5).sub(1) for picture in pictures]
+        t = self.trajectory.timesteps[row] + 1
+        return torch.stack(grids).unsqueeze(1), [f"x_t at t = {t}", "predicted x_0", "predicted noise"]
+
+    def caption_html(self) -> str:
+        row, rows = self.step.value, len(self.trajectory.timesteps)
+        caption = f"<b>t = {self.trajectory.timesteps[row] + 1}</b>, step {row + 1} of {rows} of the run {self.shown}"
+        if (requested := self.requested()) != self.shown:
+            caption += f". The controls ask for {requested}: press <b>Sample</b> to see it."
+        return caption
+
+    def _keep(self, settings: SamplingSettings, trajectory: Trajectory) -> None:
+        self.trajectories[settings] = trajectory
+        self.trajectories.move_to_end(settings)
+        while len(self.trajectories) > self.RUNS_KEPT:
+            self.trajectories.popitem(last=False)
+
+    def _offer_steps_only_for_ddim(self, change: dict) -> None:
+        self.steps.disabled = change["new"] == "ddpm"
 
 
 def _enlarge(picture: Image.Image, scale: int) -> Image.Image:

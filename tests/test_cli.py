@@ -1,0 +1,61 @@
+"""`python -m ddpm_lib` end to end on a tiny run, with the exact spellings outside scripts rely on."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def cli(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "ddpm_lib", *args], capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"ddpm_lib {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    cli("train", "--epochs", "1", "--batch-size", "64", "--out", str(out), "--subset", "256", "--channels", "8,16,16", "--quiet")
+    return out
+
+
+def test_train_writes_the_run_folder(tiny_run):
+    for name in ("checkpoint.pt", "ema.safetensors", "epoch_001.png", "loss_history.csv"):
+        assert (tiny_run / name).exists(), name
+
+
+def test_resume_extends_the_run(tiny_run):
+    cli("train", "--epochs", "2", "--batch-size", "64", "--out", str(tiny_run), "--subset", "256", "--channels", "8,16,16", "--quiet", "--resume")
+    assert (tiny_run / "epoch_002.png").exists()
+
+
+def test_training_over_an_existing_run_needs_resume(tiny_run):
+    result = cli("train", "--epochs", "1", "--out", str(tiny_run), "--subset", "256", "--channels", "8,16,16", check=False)
+    assert result.returncode == 2 and "--resume" in result.stderr
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sample_npz(tiny_run, tmp_path, sampler):
+    out = tmp_path / "digits.npz"
+    cli("sample", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--n", "5", "--sampler", sampler, "--steps", "4", "--seed", "3", "--out", str(out))
+    images = np.load(out)["images"]
+    assert images.dtype == np.uint8 and images.shape == (5, 28, 28)
+
+
+def test_sample_png_from_exported_weights_is_deterministic(tiny_run, tmp_path):
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (first, second):
+        cli("sample", "--checkpoint", str(tiny_run / "ema.safetensors"), "--n", "4", "--steps", "3", "--seed", "1", "--out", str(out))
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_bad_requests_fail_clearly(tiny_run, tmp_path):
+    result = cli("sample", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--out", str(tmp_path / "x.jpg"), check=False)
+    assert result.returncode != 0 and ".png or .npz" in result.stderr
+    result = cli("sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png"), check=False)
+    assert result.returncode == 2 and "no checkpoint at" in result.stderr
+    result = cli("train", "--epochs", "-1", "--out", str(tmp_path / "r"), check=False)
+    assert result.returncode == 2 and "--epochs" in result.stderr
