@@ -39,8 +39,8 @@ class MNISTUnavailable(RuntimeError):
     """The MNIST files are missing or damaged, and could not be fetched."""
 
 
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -58,7 +58,7 @@ def _check_existing(raw: Path) -> list[str]:
         path = raw / name
         if not path.exists():
             missing.append(name)
-        elif (actual := md5_of(path)) != expected:
+        elif (actual := file_digest(path)) != expected:
             raise MNISTUnavailable(
                 f"{path} has md5 {actual}, expected {expected}: the file is damaged or is not MNIST. "
                 f"It was left untouched. Move it away (or delete it) and run again to fetch a fresh copy."
@@ -98,7 +98,7 @@ def ensure_mnist(root: str | Path | None = None, quiet: bool = False) -> Path:
             try:
                 source = fetch(Path(tmp))
                 found = {name: source / name for name in missing}
-                bad = [f"{n} (md5 {md5_of(p)})" for n, p in found.items() if md5_of(p) != MNIST_MD5[n]]
+                bad = [f"{n} (md5 {file_digest(p)})" for n, p in found.items() if file_digest(p) != MNIST_MD5[n]]
                 if bad:
                     raise ValueError("wrong md5 for " + ", ".join(bad))
             except Exception as exc:  # every failure is reported together below

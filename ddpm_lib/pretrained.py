@@ -6,11 +6,10 @@ it was trained with; the model cards beside it say how it was trained.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-import torch
+from .data import file_digest
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 MANIFEST = ASSETS / "manifest.json"
@@ -21,11 +20,7 @@ class ShippedWeightsError(RuntimeError):
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def manifest() -> dict:

@@ -1,6 +1,7 @@
-"""Shared fixtures: a tiny model configuration that trains in seconds on a CPU."""
+"""Shared fixtures: one torch thread, and a tiny model configuration that trains in seconds on a CPU."""
 
 import pytest
+import torch
 
 from ddpm_lib.trainer import TrainConfig
 from ddpm_lib.unet import UNetConfig
@@ -18,3 +19,13 @@ def tiny_config(tmp_path):
         return TrainConfig(**{**settings, **overrides})
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # Test tensors are small: extra intra-op threads only add synchronisation, and on a
+    # busy machine OpenMP's spin-waiting makes small operations up to ~100x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

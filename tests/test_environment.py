@@ -1,9 +1,9 @@
 """environment.yml (conda) and pyproject.toml (pip) must ask for the same packages with the same ranges."""
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent

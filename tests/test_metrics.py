@@ -22,15 +22,6 @@ import torch
 from ddpm_lib.metrics import DigitClassifier, classify, evaluate_images, frechet_distance, gaussian_stats
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors; extra intra-op threads only contend on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -28,15 +28,6 @@ T = 50
 N = 4  # digits per run: enough for a grid, few enough to be quick
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors; on a busy machine extra intra-op threads only contend with each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def model() -> SimpleUNet:
     torch.manual_seed(0)

@@ -29,13 +29,6 @@ from ddpm_lib.schedule import NoiseSchedule
 T = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors; extra intra-op threads only contend on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 class Consts:

@@ -25,14 +25,6 @@ from ddpm_lib.schedule import NoiseSchedule
 T = 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are small; on a busy machine intra-op threads only fight each
-    # other (measured: 100x slower with 2 threads next to a training run).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------- references

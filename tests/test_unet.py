@@ -25,13 +25,6 @@ from ddpm_lib.unet import SelfAttention, SimpleUNet, UNetConfig, count_parameter
 TINY = UNetConfig(channels=(8, 16, 24), blocks_per_level=1, attention=True, groups=8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors; extra intra-op threads only contend on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tiny_model(seed: int = 0, config: UNetConfig = TINY) -> SimpleUNet:
