@@ -314,6 +314,7 @@ class ReverseSamplingExplorer(PanelExplorer):
     def panels(self) -> tuple[torch.Tensor, list[str]]:
         row = self.step.value
         pictures = (self.trajectory.x_t, self.trajectory.x0_pred, self.trajectory.noise_pred)
+        # Tiled as in the notebook's grids (grid_array gives uint8), then mapped back to the [-1, 1] that panels expect.
         grids = [torch.from_numpy(grid_array(picture[row])).float().div(127.5).sub(1) for picture in pictures]
         t = self.trajectory.timesteps[row] + 1
         return torch.stack(grids).unsqueeze(1), [f"x_t at t = {t}", "predicted x_0", "predicted noise"]
