@@ -1,5 +1,6 @@
 """`python -m ddpm_lib` end to end on a tiny run, with the exact spellings outside scripts rely on."""
 
+import os
 import subprocess
 import sys
 
@@ -8,7 +9,9 @@ import pytest
 
 
 def cli(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "ddpm_lib", *args], capture_output=True, text=True, timeout=300)
+    # One thread: the tiny model's tensors are too small to share, see conftest.py.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "ddpm_lib", *args], capture_output=True, text=True, timeout=300, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"ddpm_lib {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
