@@ -1,4 +1,4 @@
-"""Command line: ``python -m ddpm_lib train | sample | evaluate | bench``.
+"""Command line: ``python -m ddpm_lib train | sample | evaluate | sweep | bench``.
 
 The spellings of these commands and flags are a public interface: outside
 scripts rely on them, so change them only with a deprecation.
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
 
 
 def _positive(kind):
@@ -30,6 +32,29 @@ def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive(int), default=500, help="digits sampled at once (memory)")
+    p.add_argument("--conditional", action="store_true", help="use a class-conditional model (default: the shipped one)")
+    p.add_argument("--guidance", type=_non_negative,
+                   help=f"with --conditional: guidance weight w, 0 ignores the label, 1 plain conditional (default {DEFAULT_GUIDANCE:g})")
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _number_list(kind):
+    def parse(text: str):
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        if not values or any(v < 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}")
+        return values
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--conditional", action="store_true", help="learn the digit's label too, for classifier-free guidance")
+    p.add_argument("--p-uncond", type=float, help="with --conditional: chance of hiding the label (default: the trainer's, 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("sample", help="draw digits into a PNG grid or an .npz array")
     _add_sampling_flags(p, n_default=64)
-    p.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npz (key 'images', uint8, N x 28 x 28)")
+    p.add_argument("--class", dest="digit", type=int, choices=range(10), metavar="K",
+                   help="with --conditional: draw only the digit K (default: rows of 0..9)")
+    p.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npz (keys 'images', uint8, N x 28 x 28, and 'labels' if conditional)")
 
     p = sub.add_parser("evaluate", help="classifier-FID, confident fraction and class histogram of samples")
     _add_sampling_flags(p, n_default=10_000)
+
+    p = sub.add_parser("sweep", help="(conditional) classifier-FID and accuracy against guidance weight and DDIM steps, to CSV")
+    p.add_argument("--checkpoint", help="a conditional checkpoint or weights; default: the shipped conditional weights")
+    p.add_argument("--guidance", type=_number_list(float), default=[0, 0.5, 1, 2, 3, 4, 6], help="weights w for the guidance curve")
+    p.add_argument("--guidance-steps", type=_positive(int), default=50, help="DDIM steps for the guidance curve")
+    p.add_argument("--steps", type=_number_list(int), default=[10, 20, 50, 100, 1000], help="DDIM step counts for the steps curve")
+    p.add_argument("--steps-guidance", type=_non_negative, help="w for the steps curve (default: lowest FID on the guidance curve)")
+    p.add_argument("--n", type=_positive(int), default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive(int), default=500)
+    p.add_argument("--out", required=True, help="FILE.csv")
 
     p = sub.add_parser("train-classifier", help="train the digit classifier behind `evaluate` and report its test accuracy")
     p.add_argument("--epochs", type=_positive(int), default=5)
@@ -79,6 +120,9 @@ def _train(args) -> int:
     from .trainer import TrainConfig, train
     from .unet import UNetConfig
 
+    if args.p_uncond is not None and not args.conditional:
+        raise ValueError("--p-uncond only applies with --conditional")
+
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -91,8 +135,14 @@ def _train(args) -> int:
     )
     if args.lr is not None:
         config = replace(config, lr=args.lr)
+    if args.p_uncond is not None:
+        config = replace(config, p_uncond=args.p_uncond)
+    model = config.model
     if args.channels:
-        config = replace(config, model=UNetConfig(channels=tuple(int(c) for c in args.channels.split(","))))
+        model = replace(model, channels=tuple(int(c) for c in args.channels.split(",")))
+    if args.conditional:
+        model = replace(model, num_classes=10)
+    config = replace(config, model=model)
     result = train(config, resume=args.resume, progress=not args.quiet)
     print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}); final loss "
           f"{sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
@@ -110,15 +160,44 @@ def _sample(args) -> int:
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
         raise SystemExit(f"--out must end in .png or .npz, got {out}")
-    model, schedule, _ = load_any(args.checkpoint, args.device)
-    images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size)
+    guidance = _guidance_request(args)
+    model, schedule, _ = load_any(args.checkpoint, args.device, conditional=args.conditional)
+    images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
-        save_grid(images, out)
-    else:
+        save_grid(images, out, nrow=10 if args.conditional and args.digit is None else None)
+    elif guidance is None:
         np.savez_compressed(out, images=to_uint8(images))
-    print(f"wrote {args.n} digits ({args.sampler}{'' if args.sampler == 'ddpm' else f', {args.steps} steps'}) to {out}")
+    else:
+        np.savez_compressed(out, images=to_uint8(images), labels=guidance.labels.numpy().astype(np.uint8))
+    what = "" if guidance is None else f", {'rows of 0-9' if args.digit is None else f'digit {args.digit}'}, guidance {guidance.weight:g}"
+    print(f"wrote {args.n} digits ({args.sampler}{'' if args.sampler == 'ddpm' else f', {args.steps} steps'}{what}) to {out}")
     return 0
+
+
+def _guidance_request(args):
+    """The labels and weight to sample with, or None for an unconditional model."""
+    import torch
+
+    from .sampling import Guidance, balanced_labels
+
+    weight = _guidance_weight(args)
+    if weight is None:
+        if getattr(args, "digit", None) is not None:
+            raise ValueError("--class needs a class-conditional model: add --conditional")
+        return None
+    digit = getattr(args, "digit", None)
+    labels = balanced_labels(args.n) if digit is None else torch.full((args.n,), digit)
+    return Guidance(labels, weight)
+
+
+def _guidance_weight(args) -> float | None:
+    """w for a conditional run (the default when not given); None for an unconditional one."""
+    if not args.conditional:
+        if args.guidance is not None:
+            raise ValueError("--guidance needs a class-conditional model: add --conditional")
+        return None
+    return DEFAULT_GUIDANCE if args.guidance is None else args.guidance
 
 
 def _train_classifier(args) -> int:
@@ -145,8 +224,38 @@ def _ship(args) -> int:
 def _evaluate(args) -> int:
     from .evaluation import evaluate_model
 
-    report = evaluate_model(args.checkpoint, args.n, args.sampler, args.steps, args.seed, args.eta, args.device, args.batch_size)
+    guidance = _guidance_weight(args)
+    report = evaluate_model(args.checkpoint, args.n, args.sampler, args.steps, args.seed, args.eta, args.device, args.batch_size, guidance)
     print(report)
+    return 0
+
+
+def _sweep(args) -> int:
+    import csv
+
+    from .evaluation import CURVE_COLUMNS, guidance_and_steps_curves
+    from .pretrained import load_any
+
+    out = Path(args.out)
+    if out.suffix != ".csv":
+        raise ValueError(f"--out must end in .csv, got {out}")
+    model, schedule, _ = load_any(args.checkpoint, args.device, conditional=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, CURVE_COLUMNS)
+        writer.writeheader()
+
+        def log(row):
+            writer.writerow(row)
+            f.flush()  # an interrupted sweep keeps the points it measured
+            print(f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
+                  f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s", flush=True)
+
+        guidance_and_steps_curves(
+            model, schedule, args.n, args.guidance, args.steps, args.guidance_steps, args.steps_guidance,
+            seed=args.seed, batch_size=args.batch_size, log=log,
+        )
+    print(f"wrote {out}")
     return 0
 
 
@@ -168,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             "train": _train,
             "sample": _sample,
             "evaluate": _evaluate,
+            "sweep": _sweep,
             "bench": _bench,
             "train-classifier": _train_classifier,
             "ship": _ship,

@@ -31,6 +31,13 @@ def test_set_stats(classifier: DigitClassifier):
     return gaussian_stats(classify(classifier, images)[0])
 
 
+def reference_and_floor(n: int):
+    """The shipped classifier, the test-set reference statistics, and the real-digit floor at this n."""
+    classifier = load_classifier()
+    reference = test_set_stats(classifier)
+    return classifier, reference, real_floor(classifier, reference, n)
+
+
 def real_floor(classifier: DigitClassifier, reference, n: int, seed: int = 0) -> Evaluation:
     """The figures for n real training digits: what a perfect generator would score at this n."""
     from .data import load_mnist
@@ -47,25 +54,79 @@ class ModelReport:
     samples: Evaluation
     floor: Evaluation
     seconds: float
+    guidance: float | None = None  # conditional models: the guidance weight w
 
     def __str__(self) -> str:
         steps = "1000-step" if self.sampler == "ddpm" else f"{self.steps}-step"
+        asked = "" if self.guidance is None else f", each digit asked for equally, guidance w={self.guidance:g}"
         ratio = self.samples.fid / self.floor.fid
         return (
-            f"samples ({self.sampler.upper()}, {steps}, drawn in {self.seconds:.0f} s)\n{self.samples.summary()}\n"
+            f"samples ({self.sampler.upper()}, {steps}{asked}, drawn in {self.seconds:.0f} s)\n{self.samples.summary()}\n"
             f"real training digits (the floor)\n{self.floor.summary()}\n"
             f"classifier-FID ratio samples / floor: {ratio:.2f}"
         )
 
 
-def evaluate_model(checkpoint, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0, device: str = "auto", batch_size: int = 500) -> ModelReport:
-    from .pretrained import load_any
-    from .sampling import sample_many
+def measure(model, schedule, classifier, reference, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0,
+            batch_size: int = 500, guidance: float | None = None) -> tuple[Evaluation, float]:
+    """Draw n digits and score them; with ``guidance`` (conditional models) each digit is asked for n/10 times."""
+    from .sampling import Guidance, balanced_labels, sample_many
+    from .trainer import autocast, resolve_precision
 
-    model, schedule, _ = load_any(checkpoint, device)
-    classifier = load_classifier()
-    reference = test_set_stats(classifier)
+    labels = None if guidance is None else balanced_labels(n)
+    request = None if guidance is None else Guidance(labels, guidance)
+    device = next(model.parameters()).device
     start = time.perf_counter()
-    images = sample_many(model, schedule, n, sampler, steps, seed, eta, batch_size)
+    # The trainer's precision: fp32 on CPU, bf16 or fp16 for the network on a GPU (the sampler's arithmetic stays fp32).
+    with autocast(device, resolve_precision("auto", device)):
+        images = sample_many(model, schedule, n, sampler, steps, seed, eta, batch_size, guidance=request)
     seconds = time.perf_counter() - start
-    return ModelReport(sampler, steps, evaluate_images(classifier, images, reference), real_floor(classifier, reference, n), seconds)
+    return evaluate_images(classifier, images, reference, requested=labels), seconds
+
+
+def evaluate_model(checkpoint, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0, device: str = "auto",
+                   batch_size: int = 500, guidance: float | None = None) -> ModelReport:
+    """The model card's figures; ``guidance`` set means a class-conditional model (shipped one when no checkpoint)."""
+    from .pretrained import load_any
+
+    model, schedule, _ = load_any(checkpoint, device, conditional=guidance is not None)
+    classifier, reference, floor = reference_and_floor(n)
+    samples, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, eta, batch_size, guidance)
+    return ModelReport(sampler, steps, samples, floor, seconds, guidance)
+
+
+CURVE_COLUMNS = ("curve", "sampler", "steps", "guidance", "n", "fid", "floor_fid", "confident", "worst_digit_accuracy", "mean_digit_accuracy", "seconds")
+
+
+def guidance_and_steps_curves(model, schedule, n: int, guidance_weights, ddim_steps, steps_for_guidance: int = 50,
+                              guidance_for_steps: float | None = None, include_ddpm: bool = True, seed: int = 0,
+                              batch_size: int = 500, log=None) -> list[dict]:
+    """The two measured curves of notebook 04, one row per point.
+
+    "guidance": DDIM with ``steps_for_guidance`` steps at each weight in ``guidance_weights``.
+    "steps": DDIM at each step count in ``ddim_steps`` (and DDPM, all T steps) at
+    ``guidance_for_steps``; None takes the weight with the lowest classifier-FID on the first curve.
+    """
+    classifier, reference, floor = reference_and_floor(n)
+    rows = []
+
+    def add(curve, sampler, steps, w):
+        evaluation, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, 0.0, batch_size, w)
+        accs = evaluation.requested_accuracy
+        rows.append({
+            "curve": curve, "sampler": sampler, "steps": steps if sampler == "ddim" else schedule.timesteps, "guidance": w,
+            "n": n, "fid": evaluation.fid, "floor_fid": floor.fid, "confident": evaluation.confident,
+            "worst_digit_accuracy": min(accs), "mean_digit_accuracy": sum(accs) / len(accs), "seconds": seconds,
+        })  # fmt: skip
+        if log:
+            log(rows[-1])
+
+    for w in guidance_weights:
+        add("guidance", "ddim", steps_for_guidance, float(w))
+    if guidance_for_steps is None:
+        guidance_for_steps = min(rows, key=lambda r: r["fid"])["guidance"]
+    for steps in ddim_steps:
+        add("steps", "ddim", int(steps), guidance_for_steps)
+    if include_ddpm:
+        add("steps", "ddpm", schedule.timesteps, guidance_for_steps)
+    return rows

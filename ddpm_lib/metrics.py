@@ -111,20 +111,37 @@ class Evaluation:
     fid: float  # classifier-FID of the samples against the MNIST test set
     confident: float  # fraction with max class probability > 0.9
     class_fractions: list[float]  # share of samples labelled 0..9
+    # Conditional sampling only: for each digit K, the share of "draw a K" samples classified as K.
+    requested_accuracy: list[float] | None = None
 
     def summary(self) -> str:
         hist = " ".join(f"{d}:{p:.1%}" for d, p in enumerate(self.class_fractions))
-        return f"N={self.n}  classifier-FID={self.fid:.3f}  confident={self.confident:.1%}\nclasses  {hist}"
+        lines = [f"N={self.n}  classifier-FID={self.fid:.3f}  confident={self.confident:.1%}", f"classes  {hist}"]
+        if self.requested_accuracy is not None:
+            accs = " ".join(f"{d}:{a:.1%}" for d, a in enumerate(self.requested_accuracy))
+            lines.append(f"asked-for digit recognised  {accs}  (worst {min(self.requested_accuracy):.1%})")
+        return "\n".join(lines)
 
 
-def evaluate_images(classifier: DigitClassifier, images: torch.Tensor, reference_stats, threshold: float = 0.9) -> Evaluation:
-    """The three figures for a batch of digits in [-1, 1] against (mu, cov) of a reference set."""
+def evaluate_images(
+    classifier: DigitClassifier, images: torch.Tensor, reference_stats, threshold: float = 0.9, requested: torch.Tensor | None = None,
+) -> Evaluation:
+    """The figures for a batch of digits in [-1, 1] against (mu, cov) of a reference set.
+
+    ``requested``: the label each digit was asked to be (conditional sampling), for per-digit accuracy.
+    """
     features, probs = classify(classifier, images)
     confidence, predicted = probs.max(dim=1)
     fractions = torch.bincount(predicted, minlength=10).double() / len(images)
+    requested_accuracy = None
+    if requested is not None:
+        hits = torch.bincount(requested[predicted == requested], minlength=10).double()
+        asked = torch.bincount(requested, minlength=10).double()
+        requested_accuracy = [h / a if a else float("nan") for h, a in zip(hits.tolist(), asked.tolist())]
     return Evaluation(
         n=len(images),
         fid=frechet_distance(*gaussian_stats(features), *reference_stats),
         confident=(confidence > threshold).double().mean().item(),
         class_fractions=fractions.tolist(),
+        requested_accuracy=requested_accuracy,
     )

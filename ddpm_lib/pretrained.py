@@ -93,12 +93,21 @@ def load_weights(path: str | Path, device: str = "auto"):
     return model.eval(), NoiseSchedule(config.schedule, config.timesteps).to(dev), config
 
 
-def load_any(checkpoint: str | Path | None = None, device: str = "auto"):
-    """A training checkpoint (.pt), a weights file (.safetensors), or the shipped model when None."""
+def load_any(checkpoint: str | Path | None = None, device: str = "auto", conditional: bool = False):
+    """A training checkpoint (.pt), a weights file (.safetensors), or the shipped model when None.
+
+    ``conditional`` picks the shipped class-conditional model, and for a given
+    checkpoint insists that it is one (and otherwise that it is not).
+    """
     from .trainer import load_checkpoint
 
     if checkpoint is None:
-        return load_weights(shipped_path("unconditional"), device)
-    if str(checkpoint).endswith(".safetensors"):
-        return load_weights(checkpoint, device)
-    return load_checkpoint(checkpoint, device)
+        return load_weights(shipped_path("conditional" if conditional else "unconditional"), device)
+    loader = load_weights if str(checkpoint).endswith(".safetensors") else load_checkpoint
+    model, schedule, config = loader(checkpoint, device)
+    if model.conditional != conditional:
+        raise ValueError(
+            f"{checkpoint} is {'a class-conditional' if model.conditional else 'an unconditional'} model; "
+            + ("add --conditional (Python: conditional=True)" if model.conditional else "drop --conditional or train one with --conditional")
+        )
+    return model, schedule, config

@@ -4,6 +4,11 @@ One step: pick digits x_0, a timestep t ~ U{1..T} and noise eps ~ N(0, I); form
 x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; regress the network's
 eps_theta(x_t, t) onto eps with a mean-squared error.
 
+A class-conditional model (``model.num_classes = 10``) also sees the digit's
+label, replaced by the "no label" token with probability ``p_uncond`` so
+that one network learns both eps(x_t, t, y) and eps(x_t, t, nothing), as
+classifier-free guidance needs (Ho & Salimans 2022).
+
 Around it: AdamW with a short warm-up, an exponential moving average (EMA) of
 the weights that is used for every sample, mixed precision chosen by hardware,
 a checkpoint after every epoch (written atomically, resumable bit-for-bit on
@@ -43,6 +48,7 @@ class TrainConfig:
     schedule: str = "linear"
     timesteps: int = 1000
     model: UNetConfig = field(default_factory=UNetConfig)
+    p_uncond: float = 0.1  # conditional models: chance of hiding the label during training
     train_subset: int | None = None  # first N training digits; None = all 60,000
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # "auto" picks by hardware, see resolve_precision
@@ -61,6 +67,7 @@ class TrainConfig:
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number"),
             ("warmup_steps", self.warmup_steps >= 0, "0 or more"),
             ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+            ("p_uncond", 0 <= self.p_uncond < 1, "in [0, 1)"),
             ("schedule", self.schedule in SCHEDULES, f"one of {SCHEDULES}"),
             ("timesteps", self.timesteps >= 2, "at least 2"),
             ("train_subset", self.train_subset is None or 1 <= self.train_subset <= 60_000, "None or 1..60000"),
@@ -112,12 +119,63 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def diffusion_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Algorithm 1: || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t) ||^2."""
+def diffusion_loss(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    labels: torch.Tensor | None = None,
+    p_uncond: float = 0.0,
+) -> torch.Tensor:
+    """Algorithm 1: || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t[, y]) ||^2.
+
+    With ``labels``, each is swapped for the model's "no label" token with probability ``p_uncond``.
+    """
     t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
     x_t = schedule.q_sample(x0, t, noise)
-    return F.mse_loss(model(x_t, t).float(), noise)
+    if labels is None:
+        return F.mse_loss(model(x_t, t).float(), noise)
+    hide = torch.rand(labels.shape, device=labels.device, generator=generator) < p_uncond
+    labels = torch.where(hide, torch.full_like(labels, model.null_label), labels)
+    return F.mse_loss(model(x_t, t, labels).float(), noise)
+
+
+@dataclass
+class Optimizer:
+    """What one training step updates: the weights' AdamW state, the fp16 loss scaler, and the EMA."""
+
+    adamw: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: "EMA | None"
+
+
+def training_step(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    opt: Optimizer,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    config: "TrainConfig",
+    step: int,
+    generator: torch.Generator,
+    device: torch.device,
+    precision: str,
+) -> torch.Tensor:
+    """One update: warm-up learning rate, loss under autocast, scaled backward, clipping, AdamW, EMA."""
+    for group in opt.adamw.param_groups:
+        group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
+    with autocast(device, precision):
+        loss = diffusion_loss(model, schedule, x0, generator, labels, config.p_uncond)
+    opt.adamw.zero_grad(set_to_none=True)
+    opt.scaler.scale(loss).backward()
+    opt.scaler.unscale_(opt.adamw)
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.scaler.step(opt.adamw)
+    opt.scaler.update()
+    if opt.ema is not None:
+        opt.ema.update(model, step)
+    return loss.detach()
 
 
 class EMA:
@@ -209,7 +267,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     from .data import load_mnist
     from .plots import save_grid
     from .pretrained import save_weights
-    from .sampling import ddim_sample
+    from .sampling import Guidance, balanced_labels, ddim_sample
 
     out_dir = Path(config.out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -222,6 +280,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
     schedule = NoiseSchedule(config.schedule, config.timesteps).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    opt = Optimizer(optimizer, scaler, ema)
     noise_gen = torch.Generator(device).manual_seed(config.seed)
     step, start_epoch, losses = 0, 0, []
 
@@ -242,8 +301,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         step, start_epoch, losses = ckpt["step"], ckpt["epoch"], ckpt["losses"].tolist()
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    images, _ = load_mnist(config.data_root, train=True, subset=config.train_subset)
+    images, labels = load_mnist(config.data_root, train=True, subset=config.train_subset)
     images = images.to(device).contiguous(memory_format=torch.channels_last)
+    labels = labels.to(device) if config.model.num_classes else None
     n = images.shape[0]
     batches = math.ceil(n / config.batch_size)
 
@@ -252,28 +312,26 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         # The order depends only on (seed, epoch), so a resumed run sees the same batches.
         order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)).to(device)
         bar = tqdm(range(batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=True)
+        pending = []  # losses still on the device: reading each one at once would stall a GPU every step
         for b in bar:
-            x0 = images[order[b * config.batch_size : (b + 1) * config.batch_size]]
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
-            with autocast(device, precision):
-                loss = diffusion_loss(model, schedule, x0, noise_gen)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
-            ema.update(model, step)
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            loss = training_step(
+                model, schedule, opt, images[idx], None if labels is None else labels[idx],
+                config, step, noise_gen, device, precision,
+            )
             step += 1
-            losses.append(loss.item())
+            pending.append(loss)
             if b % 20 == 0 or b == batches - 1:
+                losses.extend(torch.stack(pending).tolist())
+                pending = []
                 bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
         bar.close()
 
+        # Conditional runs draw rows of 0..9 with the plain conditional model (w = 1).
+        guidance = Guidance(balanced_labels(config.grid_size)) if config.model.num_classes else None
         with autocast(device, precision):
-            grid = ddim_sample(ema.model, schedule, config.grid_size, steps=config.grid_steps, seed=config.seed).images
-        save_grid(grid, out_dir / f"epoch_{epoch + 1:03d}.png")
+            grid = ddim_sample(ema.model, schedule, config.grid_size, steps=config.grid_steps, seed=config.seed, guidance=guidance).images
+        save_grid(grid, out_dir / f"epoch_{epoch + 1:03d}.png", nrow=10 if guidance else None)
         _write_losses(out_dir / "loss_history.csv", losses, batches)
         _atomic_save(
             {

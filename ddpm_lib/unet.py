@@ -1,4 +1,4 @@
-"""SimpleUNet: the noise-prediction network eps_theta(x_t, t) for 28x28 digits.
+"""SimpleUNet: the noise-prediction network eps_theta(x_t, t[, y]) for 28x28 digits.
 
 A small U-Net in the style of Ho et al. (2020): residual blocks (GroupNorm,
 SiLU, 3x3 conv) that each receive the timestep embedding, a 28 -> 14 -> 7
@@ -6,6 +6,12 @@ down path, a 7 -> 14 -> 28 up path joined to it by skip connections, and
 optional self-attention at 7x7. It knows nothing about noise schedules: it
 maps (x_t, t) to a tensor shaped like x_t, and the sampler decides what that
 tensor means.
+
+With ``num_classes > 0`` it is class-conditional (Ho & Salimans 2022): a
+learned embedding of the label y is added to the timestep embedding, and one
+extra row of that table, the "no label" token, stands for y = nothing. The
+same network then gives both eps_theta(x_t, t, y) and eps_theta(x_t, t, nothing),
+which is all classifier-free guidance needs.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ class UNetConfig:
     blocks_per_level: int = 1
     attention: bool = True  # self-attention at 7x7
     groups: int = 8  # GroupNorm groups; must divide every width
+    num_classes: int = 0  # 0: unconditional; 10: conditioned on the digit, plus a "no label" token
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -35,6 +42,8 @@ class UNetConfig:
             raise ValueError(f"every width in {self.channels} must be a positive multiple of groups={self.groups}")
         if self.channels[0] % 2:
             raise ValueError(f"channels[0] sets the sinusoidal embedding size and must be even, got {self.channels[0]}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 (unconditional) or the number of labels, got {self.num_classes}")
         if self.blocks_per_level < 1:
             raise ValueError(f"blocks_per_level must be at least 1, got {self.blocks_per_level}")
 
@@ -90,6 +99,9 @@ class SimpleUNet(nn.Module):
         g, n = config.groups, config.blocks_per_level
         self.emb_dim = emb_dim = 4 * c1
         self.time_mlp = nn.Sequential(nn.Linear(c1, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if config.num_classes:
+            # Row num_classes is the learned "no label" token.
+            self.label_emb = nn.Embedding(config.num_classes + 1, emb_dim)
 
         self.conv_in = nn.Conv2d(1, c1, 3, padding=1)
         # Down path: each level's blocks, then a stride-2 conv (28 -> 14 -> 7).
@@ -125,10 +137,26 @@ class SimpleUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    @property
+    def conditional(self) -> bool:
+        return self.config.num_classes > 0
+
+    @property
+    def null_label(self) -> int:
+        """The label index meaning "no label" (conditional models only)."""
+        return self.config.num_classes
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted noise. ``labels``: digits 0..9, or ``null_label``; None means "no label" for all."""
         if x.shape[-2:] != (28, 28):
             raise ValueError(f"SimpleUNet expects 28x28 images, got {tuple(x.shape[-2:])}")
         emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]))
+        if self.conditional:
+            if labels is None:
+                labels = torch.full_like(t, self.null_label)
+            emb = emb + self.label_emb(labels)
+        elif labels is not None:
+            raise ValueError("this model is unconditional (num_classes=0) and cannot take labels; use a conditional model")
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:
