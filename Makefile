@@ -35,6 +35,7 @@ run: data
 	$(PAPERMILL) notebooks/02_training.ipynb $(RUNS)/02_training.ipynb -p out_dir ../$(RUNS)/02_training
 	$(PAPERMILL) notebooks/03_reverse_sampling.ipynb $(RUNS)/03_reverse_sampling.ipynb \
 	  $(if $(FROM_02),-p checkpoint ../$(RUNS)/02_training/checkpoint.pt)
+	$(PAPERMILL) notebooks/04_guidance_and_fast_sampling.ipynb $(RUNS)/04_guidance_and_fast_sampling.ipynb
 	@echo "Done. Executed notebooks: $(RUNS)/*.ipynb; training run (checkpoint, epoch grids, loss history): $(RUNS)/02_training/"
 
 test: data

@@ -98,6 +98,15 @@ def evaluate_model(checkpoint, n: int, sampler: str, steps: int, seed: int = 0, 
 CURVE_COLUMNS = ("curve", "sampler", "steps", "guidance", "n", "fid", "floor_fid", "confident", "worst_digit_accuracy", "mean_digit_accuracy", "seconds")
 
 
+def read_curves(path) -> list[dict]:
+    """Rows written by ``python -m ddpm_lib sweep`` (a CSV), with their numbers as numbers."""
+    import csv
+
+    kinds = {"steps": int, "n": int, "curve": str, "sampler": str}
+    with open(path, newline="") as f:
+        return [{key: kinds.get(key, float)(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
 def guidance_and_steps_curves(model, schedule, n: int, guidance_weights, ddim_steps, steps_for_guidance: int = 50,
                               guidance_for_steps: float | None = None, include_ddpm: bool = True, seed: int = 0,
                               batch_size: int = 500, log=None) -> list[dict]:

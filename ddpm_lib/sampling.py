@@ -80,7 +80,7 @@ class Guidance:
     weight: float = 1.0
 
     def __post_init__(self):
-        if self.weight < 0:
+        if not self.weight >= 0:  # also refuses NaN
             raise ValueError(f"guidance weight must be >= 0 (0: ignore the label, 1: plain conditional), got {self.weight}")
 
 
@@ -220,6 +220,8 @@ def sample_many(
 
     With ``guidance``, its labels (one per digit) are split into the same batches.
     """
+    if guidance is not None and len(guidance.labels) != n:
+        raise ValueError(f"guidance has {len(guidance.labels)} labels for n = {n} digits; give one label per digit")
     extra = {"eta": eta} if sampler == "ddim" else {}
     batches = []
     for k, start in enumerate(range(0, n, batch_size)):

@@ -70,8 +70,8 @@ def panels_png(images: torch.Tensor, titles: Sequence[str], scale: int = PANEL_S
     if len(images) != len(titles):
         raise ValueError(f"got {len(images)} images but {len(titles)} titles")
     panels = [_enlarge(Image.fromarray(pixels), scale) for pixels in to_uint8(images)]
-    side = panels[0].width
-    canvas = Image.new("L", (len(panels) * (side + PANEL_GAP) - PANEL_GAP, TITLE_HEIGHT + side), color=255)
+    side, height = panels[0].width, max(panel.height for panel in panels)
+    canvas = Image.new("L", (len(panels) * (side + PANEL_GAP) - PANEL_GAP, TITLE_HEIGHT + height), color=255)
     draw = ImageDraw.Draw(canvas)
     font = _title_font()
     for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
@@ -331,6 +331,132 @@ class ReverseSamplingExplorer(PanelExplorer):
         self.trajectories.move_to_end(settings)
         while len(self.trajectories) > self.RUNS_KEPT:
             self.trajectories.popitem(last=False)
+
+    def _offer_steps_only_for_ddim(self, change: dict) -> None:
+        self.steps.disabled = change["new"] == "ddpm"
+
+
+class GuidanceSettings(NamedTuple):
+    """What decides a guided run: the digit asked for (ALL_DIGITS: rows of 0-9), w, the sampler, its steps, the seed."""
+
+    digit: int
+    guidance: float
+    sampler: str
+    steps: int
+    seed: int
+
+    def __str__(self) -> str:
+        digits = "rows of 0-9" if self.digit == GuidanceExplorer.ALL_DIGITS else f"{self.digit}s"
+        return f"{digits}, w = {self.guidance:g}, {self.sampler.upper()} {self.steps} steps, seed {self.seed}"
+
+
+class GuidanceExplorer(PanelExplorer):
+    """Ask a class-conditional model for a digit: choose it, the guidance weight w and the sampler, press Sample.
+
+    Beside the grid drawn with the chosen w is the same request at w = 0 (the
+    label ignored, same noise), so the effect of guidance is seen against no
+    guidance. With a ``classifier`` the caption says how many of the digits it
+    reads as the one asked for. As in ``ReverseSamplingExplorer``, the
+    controls take effect on **Sample** (a DDPM run is slow on a CPU); the
+    most recent runs are kept, so going back to earlier settings is instant.
+    """
+
+    ALL_DIGITS = -1
+    GUIDANCE_MAX = 8.0
+    RUNS_KEPT = 16  # only final images are kept: 16 runs of 20 digits are a few MB
+    panel_scale = 2
+
+    def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 20, digit: int = ALL_DIGITS, guidance: float = 2.0,
+                 sampler: str = "ddim", steps: int = 20, seed: int = 0, classifier: nn.Module | None = None):
+        step_choices = [choice for choice in ReverseSamplingExplorer.DDIM_STEP_CHOICES if choice <= schedule.timesteps]
+        checks = [
+            ("model", getattr(model, "conditional", False), "a class-conditional model (trained with --conditional)"),
+            ("n", n >= 1, "at least 1"),
+            ("digit", digit == self.ALL_DIGITS or 0 <= digit <= 9, f"0..9 or GuidanceExplorer.ALL_DIGITS"),
+            ("guidance", 0 <= guidance <= self.GUIDANCE_MAX, f"between 0 and {self.GUIDANCE_MAX:g}"),
+            ("sampler", sampler in SAMPLERS, f"one of {SAMPLERS}"),
+            ("steps", steps in step_choices, f"one of {step_choices}"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}")
+        self.model, self.schedule, self.n, self.classifier = model, schedule, n, classifier
+        self.runs: OrderedDict[GuidanceSettings, torch.Tensor] = OrderedDict()
+
+        compact = {"style": {"description_width": "initial"}}
+        self.digit = ipywidgets.Dropdown(
+            options=[("0-9", self.ALL_DIGITS)] + [(str(k), k) for k in range(10)], value=digit, description="digit",
+            layout=ipywidgets.Layout(width="120px"), **compact,
+        )  # fmt: skip
+        self.guidance = ipywidgets.FloatSlider(
+            value=guidance, min=0, max=self.GUIDANCE_MAX, step=0.5, description="w", layout=ipywidgets.Layout(width="260px"), **compact
+        )
+        self.sampler = ipywidgets.Dropdown(
+            options=["ddim", "ddpm"], value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **compact
+        )
+        self.steps = ipywidgets.Dropdown(
+            options=step_choices, value=steps, description="steps", disabled=sampler == "ddpm",
+            layout=ipywidgets.Layout(width="120px"), **compact,
+        )  # fmt: skip
+        self.seed = ipywidgets.IntText(value=seed, description="seed", layout=ipywidgets.Layout(width="120px"), **compact)
+        self.sample_button = ipywidgets.Button(description="Sample", tooltip="draw digits with these settings", button_style="primary")
+
+        self.shown = self.requested()
+        self.images = self.images_for(self.shown)
+        self.unguided = self.images_for(self.shown._replace(guidance=0.0))
+        controls = [self.digit, self.guidance, self.sampler, self.steps, self.seed]
+        super().__init__(controls, label="guidance explorer", buttons=[self.sample_button])
+        self.sampler.observe(self._offer_steps_only_for_ddim, names="value")
+        self.sample_button.on_click(self.show_requested)
+
+    def requested(self) -> GuidanceSettings:
+        sampler = self.sampler.value
+        steps = self.schedule.timesteps if sampler == "ddpm" else self.steps.value
+        return GuidanceSettings(self.digit.value, float(self.guidance.value), sampler, steps, self.seed.value)
+
+    def labels(self, digit: int) -> torch.Tensor:
+        return sampling.balanced_labels(self.n) if digit == self.ALL_DIGITS else torch.full((self.n,), digit)
+
+    def images_for(self, settings: GuidanceSettings) -> torch.Tensor:
+        """The digits drawn with ``settings``: kept from before, or drawn now and kept."""
+        if settings not in self.runs:
+            guidance = sampling.Guidance(self.labels(settings.digit), settings.guidance)
+            self.runs[settings] = sampling.sample(
+                self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, guidance=guidance
+            ).images.cpu()
+        self.runs.move_to_end(settings)
+        while len(self.runs) > self.RUNS_KEPT:
+            self.runs.popitem(last=False)
+        return self.runs[settings]
+
+    def show_requested(self, _button: ipywidgets.Button | None = None) -> None:
+        """Draw (or recall) the requested run and its w = 0 twin, and show them (the Sample button)."""
+        settings = self.requested()
+        self.caption.value = f"Sampling {settings} …"
+        try:
+            images, unguided = self.images_for(settings), self.images_for(settings._replace(guidance=0.0))
+        except Exception as error:  # raised in a callback, it would land in the cell's output; the caption is the place
+            self.caption.value = f"<b>Sampling {settings} failed</b>: {html.escape(f'{type(error).__name__}: {error}')}"
+            return
+        self.shown, self.images, self.unguided = settings, images, unguided
+        self.redraw()
+
+    def panels(self) -> tuple[torch.Tensor, list[str]]:
+        nrow = 10 if self.shown.digit == self.ALL_DIGITS else None
+        grids = [torch.from_numpy(grid_array(images, nrow)).float().div(127.5).sub(1) for images in (self.images, self.unguided)]
+        return torch.stack(grids).unsqueeze(1), [f"w = {self.shown.guidance:g}", "w = 0 (label ignored)"]
+
+    def caption_html(self) -> str:
+        caption = f"<b>{self.shown}</b>"
+        if self.classifier is not None:
+            from .metrics import classify
+
+            asked = self.labels(self.shown.digit)
+            hits = [int((classify(self.classifier, images)[1].argmax(1) == asked).sum()) for images in (self.images, self.unguided)]
+            caption += f": the classifier reads {hits[0]} of {self.n} as the digit asked for ({hits[1]} at w = 0)"
+        if (requested := self.requested()) != self.shown:
+            caption += f". The controls ask for {requested}: press <b>Sample</b> to see it."
+        return caption
 
     def _offer_steps_only_for_ddim(self, change: dict) -> None:
         self.steps.disabled = change["new"] == "ddpm"

@@ -47,3 +47,31 @@ def test_help_notebook_documents_every_parameter():
         assert "(default" in line, f"{name} has no type/default: {line}"
     # Every parameter has a help text (papermill puts it after the default, possibly on the next line).
     assert documented.count("(default") == 11 and "None for all of them" in documented
+
+
+GUIDANCE = NOTEBOOKS / "04_guidance_and_fast_sampling.ipynb"
+GUIDANCE_PARAMETERS = (
+    "checkpoint", "device", "seed", "n_per_point", "guidance_weights", "guidance_steps", "step_counts", "guidance_for_steps", "include_ddpm",
+)
+
+
+def test_help_notebook_documents_the_guidance_parameters():
+    result = subprocess.run(
+        [sys.executable, "-m", "papermill", "--help-notebook", str(GUIDANCE)], capture_output=True, text=True, check=True
+    )
+    for name in GUIDANCE_PARAMETERS:
+        line = next((l for l in result.stdout.splitlines() if l.strip().startswith(f"{name}:")), None)
+        assert line is not None and "(default" in line, f"{name} is not documented by papermill --help-notebook"
+    assert result.stdout.count("(default") == len(GUIDANCE_PARAMETERS)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [("n_per_point", 50, "n_per_point must be a whole number, at least 200"), ("step_counts", [0, 20], "step_counts must be")],
+)
+def test_guidance_notebook_refuses_nonsense_naming_the_parameter(tmp_path, name, value, message):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        papermill.execute_notebook(
+            str(GUIDANCE), str(tmp_path / "04_out.ipynb"), parameters={name: value}, cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False
+        )
+    assert message in str(error.value)
