@@ -1,12 +1,15 @@
 """ddpm_lib: denoising diffusion (DDPM) on MNIST, the library behind the notebooks.
 
 schedule  the noise schedule and its closed forms       (no learning)
-unet      SimpleUNet, the noise predictor eps_theta       (the network)
+unet      SimpleUNet, the noise predictor eps_theta,       (the network)
+          optionally told the digit y
 trainer   Algorithm 1, EMA, mixed precision, checkpoints  (learning)
-sampling  DDPM (Algorithm 2) and DDIM reverse processes   (generation)
+sampling  DDPM (Algorithm 2) and DDIM reverse processes,  (generation)
+          classifier-free guidance
 data      MNIST, fetched and verified                     (input)
 metrics   a digit classifier and classifier-FID           (judging)
-plots, widgets, pretrained, cli                           (around them)
+evaluation  the model cards' figures and notebook 04's curves
+plots, widgets, pretrained, cli, bench                    (around them)
 """
 
 from pathlib import Path

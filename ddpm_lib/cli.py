@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-steps", type=_positive(int), default=50, help="DDIM steps for the guidance curve")
     p.add_argument("--steps", type=_number_list(int), default=[10, 20, 50, 100, 1000], help="DDIM step counts for the steps curve")
     p.add_argument("--steps-guidance", type=_non_negative, help="w for the steps curve (default: lowest FID on the guidance curve)")
+    p.add_argument("--no-ddpm", action="store_true", help="leave DDPM (all T steps, slow on a CPU) out of the steps curve")
     p.add_argument("--n", type=_positive(int), default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -253,7 +254,7 @@ def _sweep(args) -> int:
 
         guidance_and_steps_curves(
             model, schedule, args.n, args.guidance, args.steps, args.guidance_steps, args.steps_guidance,
-            seed=args.seed, batch_size=args.batch_size, log=log,
+            include_ddpm=not args.no_ddpm, seed=args.seed, batch_size=args.batch_size, log=log,
         )
     print(f"wrote {out}")
     return 0

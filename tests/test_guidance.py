@@ -531,3 +531,18 @@ def test_shipped_weights_come_in_both_kinds():
     assert conditional.label_emb.weight.shape[0] == 11
     unconditional, _, config = load_any(None, "cpu")
     assert not unconditional.conditional and config.model.num_classes == 0
+
+
+def test_cli_sweep_writes_both_curves(conditional_run, tmp_path):
+    """Guidance curve at each w, then the steps curve at the w with the lowest classifier-FID (none given)."""
+    out = tmp_path / "curves.csv"
+    result = cli("sweep", "--checkpoint", str(conditional_run.ckpt), "--n", "20", "--guidance", "0,2", "--guidance-steps", "2",
+                 "--steps", "1,3", "--no-ddpm", "--device", "cpu", "--out", str(out))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    from ddpm_lib.evaluation import read_curves
+
+    rows = read_curves(out)
+    assert [(r["curve"], r["sampler"], r["steps"], r["guidance"]) for r in rows[:2]] == [("guidance", "ddim", 2, 0.0), ("guidance", "ddim", 2, 2.0)]
+    best = min(rows[:2], key=lambda r: r["fid"])["guidance"]
+    assert [(r["curve"], r["steps"], r["guidance"]) for r in rows[2:]] == [("steps", 1, best), ("steps", 3, best)]
+    assert all(r["n"] == 20 and 0 <= r["worst_digit_accuracy"] <= r["mean_digit_accuracy"] <= 1 for r in rows)
