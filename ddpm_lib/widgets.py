@@ -196,6 +196,44 @@ class ForwardNoisingExplorer(PanelExplorer):
         )
 
 
+COMPACT = {"style": {"description_width": "initial"}}  # labels sized to their text, so a row of controls fits
+
+
+class SamplerControls:
+    """The controls both sampling explorers share: sampler, DDIM steps, seed, and a Sample button.
+
+    ``steps`` is offered only for DDIM (DDPM always takes all T steps), so it
+    is greyed out while the sampler is DDPM.
+    """
+
+    DDIM_STEP_CHOICES = (10, 20, 50, 100)
+
+    def __init__(self, schedule: NoiseSchedule, sampler: str, steps: int, seed: int, tooltip: str):
+        step_choices = [choice for choice in self.DDIM_STEP_CHOICES if choice <= schedule.timesteps]
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if steps not in step_choices:
+            raise ValueError(f"steps must be one of {step_choices}, got {steps!r}")
+        self.timesteps = schedule.timesteps
+        self.sampler = ipywidgets.Dropdown(
+            options=["ddim", "ddpm"], value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **COMPACT
+        )
+        self.steps = ipywidgets.Dropdown(
+            options=step_choices, value=steps, description="steps", disabled=sampler == "ddpm",
+            layout=ipywidgets.Layout(width="120px"), **COMPACT,
+        )  # fmt: skip
+        self.seed = ipywidgets.IntText(value=seed, description="seed", layout=ipywidgets.Layout(width="120px"), **COMPACT)
+        self.button = ipywidgets.Button(description="Sample", tooltip=tooltip, button_style="primary")
+        self.sampler.observe(self._offer_steps_only_for_ddim, names="value")
+
+    def requested_steps(self) -> int:
+        """Steps of the run the controls ask for: T for DDPM, whatever ``steps`` says."""
+        return self.timesteps if self.sampler.value == "ddpm" else self.steps.value
+
+    def _offer_steps_only_for_ddim(self, change: dict) -> None:
+        self.steps.disabled = change["new"] == "ddpm"
+
+
 class SamplingSettings(NamedTuple):
     """What decides a sampling run: the sampler, its number of steps (T for DDPM) and the seed."""
 
@@ -226,49 +264,30 @@ class ReverseSamplingExplorer(PanelExplorer):
     The caption shows the paper's t of the row.
     """
 
-    DDIM_STEP_CHOICES = (10, 20, 50, 100)
     RUNS_KEPT = 4  # one DDPM run of 16 digits holds 3 x 1000 x 16 images, about 150 MB
     panel_scale = 2  # each panel is a whole grid of digits, not a single one
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: str = "ddim", steps: int = 50, seed: int = 0):
-        step_choices = [choice for choice in self.DDIM_STEP_CHOICES if choice <= schedule.timesteps]
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        if steps not in step_choices:
-            raise ValueError(f"steps must be one of {step_choices}, got {steps!r}")
+        self.controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw a run with these settings")
+        self.sampler, self.steps, self.seed, self.sample_button = self.controls.sampler, self.controls.steps, self.controls.seed, self.controls.button
         self.model, self.schedule, self.n = model, schedule, n
         self.trajectories: OrderedDict[SamplingSettings, Trajectory] = OrderedDict()  # least recently used first
-
-        # Labels sized to their text, so that all five controls fit in one row.
-        compact = {"style": {"description_width": "initial"}}
-        self.sampler = ipywidgets.Dropdown(
-            options=["ddim", "ddpm"], value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **compact
-        )
-        self.steps = ipywidgets.Dropdown(
-            options=step_choices, value=steps, description="steps", disabled=sampler == "ddpm",
-            layout=ipywidgets.Layout(width="120px"), **compact,
-        )  # fmt: skip
-        self.seed = ipywidgets.IntText(value=seed, description="seed", layout=ipywidgets.Layout(width="120px"), **compact)
-        self.sample_button = ipywidgets.Button(description="Sample", tooltip="draw a run with these settings", button_style="primary")
 
         self.shown = self.requested()
         self.trajectory = self.trajectory_for(self.shown)
         last = len(self.trajectory.timesteps) - 1
         # The slider's own readout would show the row; the caption shows the paper's t instead.
         self.step = ipywidgets.IntSlider(
-            value=last, min=0, max=last, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **compact
+            value=last, min=0, max=last, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **COMPACT
         )
         super().__init__([self.step, self.sampler, self.steps, self.seed], label="reverse sampling explorer", buttons=[self.sample_button])
-        self.sampler.observe(self._offer_steps_only_for_ddim, names="value")
         self.sample_button.on_click(self.show_requested)
 
     def requested(self) -> SamplingSettings:
         """The run the controls ask for; DDPM always visits all T steps, whatever ``steps`` says."""
-        sampler = self.sampler.value
-        steps = self.schedule.timesteps if sampler == "ddpm" else self.steps.value
-        return SamplingSettings(sampler, steps, self.seed.value)
+        return SamplingSettings(self.sampler.value, self.controls.requested_steps(), self.seed.value)
 
     def trajectory_for(self, settings: SamplingSettings) -> Trajectory:
         """The trajectory of the run with ``settings``: kept from before, or drawn now (slow) and kept."""
@@ -332,9 +351,6 @@ class ReverseSamplingExplorer(PanelExplorer):
         while len(self.trajectories) > self.RUNS_KEPT:
             self.trajectories.popitem(last=False)
 
-    def _offer_steps_only_for_ddim(self, change: dict) -> None:
-        self.steps.disabled = change["new"] == "ddpm"
-
 
 class GuidanceSettings(NamedTuple):
     """What decides a guided run: the digit asked for (ALL_DIGITS: rows of 0-9), w, the sampler, its steps, the seed."""
@@ -368,51 +384,37 @@ class GuidanceExplorer(PanelExplorer):
 
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 20, digit: int = ALL_DIGITS, guidance: float = 2.0,
                  sampler: str = "ddim", steps: int = 20, seed: int = 0, classifier: nn.Module | None = None):
-        step_choices = [choice for choice in ReverseSamplingExplorer.DDIM_STEP_CHOICES if choice <= schedule.timesteps]
         checks = [
             ("model", getattr(model, "conditional", False), "a class-conditional model (trained with --conditional)"),
             ("n", n >= 1, "at least 1"),
             ("digit", digit == self.ALL_DIGITS or 0 <= digit <= 9, f"0..9 or GuidanceExplorer.ALL_DIGITS"),
             ("guidance", 0 <= guidance <= self.GUIDANCE_MAX, f"between 0 and {self.GUIDANCE_MAX:g}"),
-            ("sampler", sampler in SAMPLERS, f"one of {SAMPLERS}"),
-            ("steps", steps in step_choices, f"one of {step_choices}"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}")
+        self.controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw digits with these settings")
+        self.sampler, self.steps, self.seed, self.sample_button = self.controls.sampler, self.controls.steps, self.controls.seed, self.controls.button
         self.model, self.schedule, self.n, self.classifier = model, schedule, n, classifier
         self.runs: OrderedDict[GuidanceSettings, torch.Tensor] = OrderedDict()
 
-        compact = {"style": {"description_width": "initial"}}
         self.digit = ipywidgets.Dropdown(
             options=[("0-9", self.ALL_DIGITS)] + [(str(k), k) for k in range(10)], value=digit, description="digit",
-            layout=ipywidgets.Layout(width="120px"), **compact,
+            layout=ipywidgets.Layout(width="120px"), **COMPACT,
         )  # fmt: skip
         self.guidance = ipywidgets.FloatSlider(
-            value=guidance, min=0, max=self.GUIDANCE_MAX, step=0.5, description="w", layout=ipywidgets.Layout(width="260px"), **compact
+            value=guidance, min=0, max=self.GUIDANCE_MAX, step=0.5, description="w", layout=ipywidgets.Layout(width="260px"), **COMPACT
         )
-        self.sampler = ipywidgets.Dropdown(
-            options=["ddim", "ddpm"], value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **compact
-        )
-        self.steps = ipywidgets.Dropdown(
-            options=step_choices, value=steps, description="steps", disabled=sampler == "ddpm",
-            layout=ipywidgets.Layout(width="120px"), **compact,
-        )  # fmt: skip
-        self.seed = ipywidgets.IntText(value=seed, description="seed", layout=ipywidgets.Layout(width="120px"), **compact)
-        self.sample_button = ipywidgets.Button(description="Sample", tooltip="draw digits with these settings", button_style="primary")
 
         self.shown = self.requested()
         self.images = self.images_for(self.shown)
         self.unguided = self.images_for(self.shown._replace(guidance=0.0))
         controls = [self.digit, self.guidance, self.sampler, self.steps, self.seed]
         super().__init__(controls, label="guidance explorer", buttons=[self.sample_button])
-        self.sampler.observe(self._offer_steps_only_for_ddim, names="value")
         self.sample_button.on_click(self.show_requested)
 
     def requested(self) -> GuidanceSettings:
-        sampler = self.sampler.value
-        steps = self.schedule.timesteps if sampler == "ddpm" else self.steps.value
-        return GuidanceSettings(self.digit.value, float(self.guidance.value), sampler, steps, self.seed.value)
+        return GuidanceSettings(self.digit.value, float(self.guidance.value), self.sampler.value, self.controls.requested_steps(), self.seed.value)
 
     def labels(self, digit: int) -> torch.Tensor:
         return sampling.balanced_labels(self.n) if digit == self.ALL_DIGITS else torch.full((self.n,), digit)
@@ -457,9 +459,6 @@ class GuidanceExplorer(PanelExplorer):
         if (requested := self.requested()) != self.shown:
             caption += f". The controls ask for {requested}: press <b>Sample</b> to see it."
         return caption
-
-    def _offer_steps_only_for_ddim(self, change: dict) -> None:
-        self.steps.disabled = change["new"] == "ddpm"
 
 
 def _enlarge(picture: Image.Image, scale: int) -> Image.Image:
