@@ -119,7 +119,6 @@ def _train(args) -> int:
     from dataclasses import replace
 
     from .trainer import TrainConfig, train
-    from .unet import UNetConfig
 
     if args.p_uncond is not None and not args.conditional:
         raise ValueError("--p-uncond only applies with --conditional")
@@ -182,12 +181,11 @@ def _guidance_request(args):
 
     from .sampling import Guidance, balanced_labels
 
-    weight = _guidance_weight(args)
+    weight, digit = _guidance_weight(args), args.digit
     if weight is None:
-        if getattr(args, "digit", None) is not None:
+        if digit is not None:
             raise ValueError("--class needs a class-conditional model: add --conditional")
         return None
-    digit = getattr(args, "digit", None)
     labels = balanced_labels(args.n) if digit is None else torch.full((args.n,), digit)
     return Guidance(labels, weight)
 
