@@ -1,0 +1,194 @@
+"""Notebook parameters as papermill delivers them, checked and converted in one place.
+
+``papermill -p NAME VALUE`` converts VALUE itself ("3" -> 3, "False" -> False,
+"None" -> None, "1e-3" -> 0.001) while ``-r NAME VALUE`` passes the raw string,
+and ``-y``/``-f`` pass YAML. A notebook must read all of them the same way; in
+particular the string "False" must not count as true. Usage in a notebook,
+right after its parameters cell::
+
+    from ddpm_lib import params
+
+    PARAMETERS = {
+        "epochs": params.Param(int, minimum=1),
+        "resume": params.Param(bool),
+        "train_subset": params.Param(int, minimum=1, maximum=60_000, allow_none=True),
+        "channels": params.Param(list[int], minimum=1, length=3),
+        "schedule": params.Param(str, choices=("linear", "cosine")),
+    }
+    globals().update(params.validate(globals(), PARAMETERS))
+
+Every refusal names the parameter and says what it must be, in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, get_args, get_origin
+
+_TRUE = ("true", "yes", "1")
+_FALSE = ("false", "no", "0")
+_NONE = ("none",)
+
+
+class NotebookParameterError(ValueError):
+    """One or more notebook parameters that cannot be used as given."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """What one parameter must be.
+
+    ``kind`` is int, float, bool, str, list[int] or list[float]. ``minimum``,
+    ``maximum`` and ``choices`` apply to the value, or to each item of a list;
+    ``length`` fixes a list's length. ``note`` says why, after the rule.
+    """
+
+    kind: Any
+    allow_none: bool = False
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    length: int | None = None
+    note: str = ""
+
+    def __post_init__(self):
+        if self.kind not in (int, float, bool, str, list[int], list[float]):
+            raise TypeError(f"Param kind must be int, float, bool, str, list[int] or list[float], got {self.kind!r}")
+
+    def parse(self, name: str, value: Any) -> Any:
+        """``value`` converted to the parameter's kind, or NotebookParameterError naming ``name``."""
+        if self.allow_none and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
+            return None
+        try:
+            if get_origin(self.kind) is list:
+                parsed = [self._check(_convert(self._item_kind(), item)) for item in _split_list(value)]
+                if not parsed or (self.length is not None and len(parsed) != self.length):
+                    raise ValueError
+                return parsed
+            return self._check(_convert(self.kind, value))
+        except (ValueError, TypeError):
+            raise NotebookParameterError(f"{name} must be {self.describe()}, got {value!r}") from None
+
+    def describe(self) -> str:
+        """The rule in words, e.g. "a whole number, from 1 to 1000" or "a list of 3 whole numbers, each at least 1"."""
+        bounds = _bounds_words(self.minimum, self.maximum)
+        if get_origin(self.kind) is list:
+            items = _PLURAL[self._item_kind()]
+            rule = f"a list of {self.length} {items}" if self.length else f"a non-empty list of {items}"
+            rule += f", each {bounds}" if bounds else ""
+        elif self.choices is not None:
+            rule = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            rule = _KIND_WORDS[self.kind] + (f", {bounds}" if bounds else "")
+        if self.allow_none:
+            rule += ", or None"
+        return rule + (f" ({self.note})" if self.note else "")
+
+    def _item_kind(self):
+        return get_args(self.kind)[0] if get_origin(self.kind) is list else self.kind
+
+    def _check(self, value):
+        if self.choices is not None and value not in self.choices:
+            raise ValueError
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError
+        return value
+
+
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false (also yes/no, 1/0)", str: "text"}
+_PLURAL = {int: "whole numbers", float: "numbers"}
+
+
+def _bounds_words(minimum, maximum) -> str:
+    def show(x):
+        return str(x) if isinstance(x, int) else f"{x:g}"
+
+    if minimum is not None and maximum is not None:
+        return f"from {show(minimum)} to {show(maximum)}"
+    if minimum is not None:
+        return f"at least {show(minimum)}"
+    if maximum is not None:
+        return f"at most {show(maximum)}"
+    return ""
+
+
+def _convert(kind, value):
+    """``value`` as ``kind``, accepting what papermill's -p, -r and YAML can deliver; ValueError if it is not one."""
+    if kind is bool:
+        return _as_bool(value)
+    if isinstance(value, bool):  # True is an int to Python, but never a number or text a user meant
+        raise ValueError
+    if kind is int:
+        if isinstance(value, str):
+            text = value.strip()
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():  # 3.0 from YAML or "3.0" is still three
+            return int(value)
+        raise ValueError  # 1.5, "1.5", inf, nan, lists: not whole numbers
+    if kind is float:
+        number = float(value.strip()) if isinstance(value, str) else value
+        if not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ValueError
+        return float(number)
+    # str: -p turns an all-digit path or name into a number; take it back as the text that was typed.
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # what -p makes of "1" and "0"
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError
+
+
+def _split_list(value) -> list:
+    """Items of a list, of "[16, 32, 64]", "16,32,64" or "16 32 64", or of a single value (one item)."""
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, str):
+        inside = value.strip()
+        if inside[:1] in "[(" and inside[-1:] in "])":
+            inside = inside[1:-1]
+        return [item for item in re.split(r"[,\s]+", inside) if item]
+    return [value]
+
+
+def parse_param(name: str, value: Any, kind, **rules) -> Any:
+    """One parameter: ``parse_param("epochs", "3", int, minimum=1)`` -> 3. Rules as for ``Param``."""
+    return Param(kind, **rules).parse(name, value)
+
+
+def validate(values: Mapping[str, Any], spec: Mapping[str, Param]) -> dict[str, Any]:
+    """Every parameter of ``spec`` taken from ``values`` (e.g. ``globals()``) and converted.
+
+    All problems are reported together, as one NotebookParameterError of one line.
+    """
+    clean, problems = {}, []
+    for name, param in spec.items():
+        if name not in values:
+            problems.append(f"{name} is missing (it must be {param.describe()})")
+            continue
+        try:
+            clean[name] = param.parse(name, values[name])
+        except NotebookParameterError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise NotebookParameterError(problems[0])
+    if problems:
+        raise NotebookParameterError(f"{len(problems)} parameters need changing: " + "; ".join(problems))
+    return clean

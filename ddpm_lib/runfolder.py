@@ -1,0 +1,382 @@
+"""A run folder that an interrupted, crowded or full disk cannot corrupt.
+
+RunLock            one writer per run folder; a crashed writer never blocks the next
+atomic_write       a file is either the old one or the complete new one, never half of each
+remove_stale_temporaries  tidy the half-written files an interruption left behind
+config_differences which settings a resumed run would silently change
+check_writable     refuse an unwritable output before minutes of computing, not after
+
+Every error here is one line that says what happened and what to do about it.
+This module imports nothing heavy, so it can be used before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+LOCK_NAME = ".lock"
+# Names atomic_write gives its temporary files: ".<final name>.tmp-<pid>".
+TEMPORARY_PATTERN = re.compile(r"^\..+\.tmp-\d+$")
+# What trainer._atomic_save wrote before atomic_write existed.
+LEGACY_TEMPORARIES = ("checkpoint.pt.tmp",)
+# Settings of the machine or of where files live, not of what is learned: a run may move between them.
+MACHINE_SETTINGS = ("device", "amp", "out_dir", "data_root")
+# Windows byte-range locks are mandatory, so the lock sits on one byte far past the holder's
+# text: other processes can still read who holds it.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+_DISK_FULL = {errno.ENOSPC: "no space left on device"}
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    _DISK_FULL[errno.EDQUOT] = "disk quota exceeded"
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+    import msvcrt
+
+
+class RunFolderError(RuntimeError):
+    """Something about the run folder or an output path; the message is one line that says what to do."""
+
+
+class RunFolderBusy(RunFolderError):
+    """Another live process is writing to this run folder."""
+
+    def __init__(self, message: str, holder: "LockHolder | None"):
+        super().__init__(message)
+        self.holder = holder
+
+
+class DiskFullError(RunFolderError):
+    """The disk (or the user's quota) filled up during atomic_write; the file under the real name is untouched.
+
+    A RunFolderError rather than an OSError, so that code retrying on OSError
+    does not swallow it; the original OSError is its ``__cause__``.
+    """
+
+
+class NotWritableError(RunFolderError):
+    """An output path that cannot be written, found before any work was done."""
+
+
+# ----------------------------------------------------------------------------- locking
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds (or last held) a run folder's lock, as written into the lock file."""
+
+    pid: int
+    host: str
+    command: str
+    started: str
+
+    @classmethod
+    def of_this_process(cls) -> "LockHolder":
+        return cls(os.getpid(), socket.gethostname(), " ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    @classmethod
+    def parse(cls, text: str) -> "LockHolder | None":
+        try:
+            fields = json.loads(text)
+            return cls(int(fields["pid"]), str(fields["host"]), str(fields["command"]), str(fields["started"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def to_json(self) -> str:
+        return json.dumps({"pid": self.pid, "host": self.host, "command": self.command, "started": self.started})
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, since {self.started}"
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock without waiting; False if another process has it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", None)):
+            return False
+        raise
+    return True
+
+
+
+def _unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    else:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+def _read_text(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 64 * 1024).decode("utf-8", errors="replace").strip()
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (a releasing holder deletes it)."""
+    try:
+        on_disk, opened = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (on_disk.st_dev, on_disk.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+class RunLock:
+    """``with RunLock(out_dir):`` makes this process the only writer of ``out_dir`` (created if missing).
+
+    The lock is an OS advisory lock on ``out_dir/.lock`` (``fcntl.flock``; on
+    Windows ``msvcrt.locking``). The OS drops it when its process dies, however
+    it dies, so a crashed run never blocks the next one: its leftover lock file
+    is simply taken over, and ``stale_holder``/``takeover_note`` say so.
+    A second writer gets ``RunFolderBusy`` naming the live holder.
+
+    The lock file is deleted on a clean release, so a lock file that is there
+    without a live holder always means a run that ended without cleaning up.
+    Advisory locks on network file systems (NFS, SMB) are only as reliable as
+    the server makes them.
+    """
+
+    def __init__(self, out_dir: str | Path):
+        self.folder = Path(out_dir)
+        self.path = self.folder / LOCK_NAME
+        self.stale_holder: LockHolder | None = None  # the dead previous holder, when its lock was taken over
+        self.took_over = False  # a leftover lock file was found, even if unreadable
+        self._fd: int | None = None
+
+    @property
+    def takeover_note(self) -> str | None:
+        """One line for the user when a dead run's lock was taken over, else None."""
+        if not self.took_over:
+            return None
+        who = f"a previous run ({self.stale_holder.describe()})" if self.stale_holder else "a previous run"
+        return f"{who} ended without cleaning up; its lock on {self.folder} was taken over"
+
+    def __enter__(self) -> "RunLock":
+        if self._fd is not None:
+            raise RunFolderError(f"this RunLock on {self.folder} is already held; use a new RunLock for a new run")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not _try_lock(fd):
+                    raise self._busy(_read_text(fd))
+                if _still_at(fd, self.path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder released and deleted the file between our open and our lock: start again
+            # on the file now at that path, or two writers would each lock a different file.
+            os.close(fd)
+        try:
+            leftover = _read_text(fd)
+            self.took_over = bool(leftover)
+            self.stale_holder = LockHolder.parse(leftover) if leftover else None
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, LockHolder.of_this_process().to_json().encode())
+        except BaseException:
+            os.close(fd)  # closing releases the lock
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the folder up (``with`` does this, also on errors and Ctrl-C); harmless when not held."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if fcntl is not None:
+                # Delete while still holding the lock, so nobody locks the file just before it goes.
+                self.path.unlink(missing_ok=True)
+            else:
+                # Windows cannot delete it yet (it is open); empty it so the next holder sees a clean release.
+                os.ftruncate(fd, 0)
+            _unlock(fd)
+        finally:
+            os.close(fd)
+        if fcntl is None:
+            try:  # Windows cannot delete an open file: after closing, and only if no one else opened it
+                self.path.unlink(missing_ok=True)
+            except PermissionError:
+                pass
+
+    def _busy(self, text: str) -> RunFolderBusy:
+        holder = LockHolder.parse(text)
+        if holder is None:
+            who = "another process (it is just starting)"
+        elif holder.pid == os.getpid() and holder.host == socket.gethostname():
+            who = f"this same process (pid {holder.pid}, since {holder.started}: an earlier run in this session has not finished)"
+        else:
+            who = f"another run ({holder.describe()}: {holder.command[:120]})"
+        return RunFolderBusy(
+            f"{self.folder} is in use by {who}; wait for it to finish, or write to another run folder (--out / out_dir)",
+            holder,
+        )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` survive a power cut; only possible (and needed) on POSIX."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself has happened
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which then replaces it.
+
+    ``write`` receives the temporary path (a Path; pass ``str(tmp)`` to writers
+    that need a string, such as safetensors' ``save_file``). On any failure,
+    Ctrl-C included, the temporary file is removed and ``path`` is exactly as
+    before. A full disk or quota becomes ``DiskFullError``; other errors pass
+    through unchanged. Returns ``path``.
+    """
+    path = Path(path)
+    tmp = _temporary_name(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())  # the bytes must be on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            before = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
+            raise DiskFullError(
+                f"{_DISK_FULL[exc.errno]} while writing {path}; {before}. Free some space (or write elsewhere) and run again"
+            ) from exc
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files interrupted writes left in ``folder``; return them.
+
+    Only files named like atomic_write's temporaries (``.NAME.tmp-PID``) or the
+    older ``checkpoint.pt.tmp`` are touched, and only directly in ``folder``.
+    Call it while holding the folder's RunLock: then no live writer owns them.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in os.scandir(folder):
+        is_temporary = TEMPORARY_PATTERN.match(entry.name) or entry.name in LEGACY_TEMPORARIES
+        if is_temporary and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return sorted(removed)
+
+
+def check_writable(path: str | Path) -> Path:
+    """Refuse early, in one line, an output file that could not be written; return its folder.
+
+    The folder may not exist yet: then the nearest existing folder above it
+    must be writable, so that it can be created. Nothing is created or left
+    behind (a probe file is made and removed). For a run folder, pass a file
+    inside it, e.g. ``out_dir / "checkpoint.pt"``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise NotWritableError(f"cannot write {path}: it is a folder; give a file name inside it")
+    folder = path.parent
+    existing = folder
+    while not existing.exists():
+        if existing.is_symlink():
+            raise NotWritableError(f"cannot write {path}: {existing} is a broken link; remove it or choose another path")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotWritableError(f"cannot write {path}: {existing} is a file, not a folder; move that file or choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+    except OSError as exc:
+        reason = {
+            errno.EACCES: "no permission to write in",
+            errno.EPERM: "no permission to write in",
+            errno.EROFS: "read-only file system at",
+        }.get(exc.errno, f"{exc.strerror or type(exc).__name__} in")
+        raise NotWritableError(f"cannot write {path}: {reason} {existing}; choose another path") from exc
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+def config_differences(
+    saved: dict, requested: dict, may_change=("epochs",), ignore=MACHINE_SETTINGS
+) -> list[str]:
+    """One line per setting in which ``requested`` differs from the ``saved`` (checkpoint) config.
+
+    Both are ``dataclasses.asdict`` of a TrainConfig; nested dicts are compared
+    key by key and reported as ``model.channels``; lists and tuples with equal
+    items are equal. ``may_change`` are the settings one changes on purpose
+    when resuming (that ``epochs`` only grows is for the caller to check);
+    ``ignore`` those of the machine or of where files live. Both take dotted
+    names too (``"model.dropout"``). A key on one side only is a difference.
+    """
+    skip = set(may_change) | set(ignore)
+    differences: list[str] = []
+    _compare(_as_lists(saved), _as_lists(requested), "", skip, differences)
+    return differences
+
+
+def _compare(saved: dict, requested: dict, prefix: str, skip: set, out: list[str]) -> None:
+    for key in [*saved, *(k for k in requested if k not in saved)]:
+        name = prefix + str(key)
+        if name in skip:
+            continue
+        if key not in requested:
+            out.append(f"{name}: checkpoint {saved[key]!r}, missing from the request")
+        elif key not in saved:
+            out.append(f"{name}: missing from the checkpoint, requested {requested[key]!r}")
+        elif isinstance(saved[key], dict) and isinstance(requested[key], dict):
+            _compare(saved[key], requested[key], name + ".", skip, out)
+        elif saved[key] != requested[key]:
+            out.append(f"{name}: checkpoint {saved[key]!r}, requested {requested[key]!r}")
+
+
+def _as_lists(value):
+    """The same value with every tuple a list: asdict keeps tuples, a checkpoint may hold lists."""
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    return value
