@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_lib import REPO_ROOT
+from ddpm_lib import REPO_ROOT, runfolder
 from ddpm_lib.runfolder import (
     LOCK_NAME,
     MACHINE_SETTINGS,
@@ -103,6 +103,26 @@ def test_the_same_process_cannot_write_one_folder_twice(tmp_path):
         with pytest.raises(RunFolderBusy, match="this same process"):
             with RunLock(tmp_path / "run"):
                 pass
+
+
+def test_a_lock_file_deleted_before_it_was_locked_is_not_trusted(tmp_path, monkeypatch):
+    # A holder that releases between our open() and our lock deletes the file we opened. Holding
+    # that orphan would let the next writer create and lock a fresh file: two writers at once.
+    real_try_lock = runfolder._try_lock
+    releases = []
+
+    def holder_releases_in_between(fd):
+        if not releases:
+            releases.append((tmp_path / "run" / LOCK_NAME).unlink())
+        return real_try_lock(fd)
+
+    monkeypatch.setattr(runfolder, "_try_lock", holder_releases_in_between)
+    with RunLock(tmp_path / "run"):
+        monkeypatch.setattr(runfolder, "_try_lock", real_try_lock)
+        with pytest.raises(RunFolderBusy):
+            with RunLock(tmp_path / "run"):
+                pass
+    assert releases, "the release was not imitated"
 
 
 def test_atomic_write_replaces_the_file_whole(tmp_path):

@@ -1,0 +1,162 @@
+"""Notebook parameters read the same whether papermill passed them parsed (-p, YAML) or raw (-r)."""
+
+import pytest
+
+from ddpm_lib.params import NotebookParameterError, Param, parse_param, validate
+
+
+@pytest.mark.parametrize("value, expected", [(3, 3), ("3", 3), (" 12 ", 12), ("-2", -2), (3.0, 3), ("3.0", 3), ("1e3", 1000)])
+def test_whole_numbers_are_accepted_parsed_or_raw(value, expected):
+    parsed = parse_param("epochs", value, int)
+    assert parsed == expected and type(parsed) is int
+
+
+@pytest.mark.parametrize("value", [1.5, "1.5", "three", "", True, None, "None", [3], float("nan"), float("inf")])
+def test_anything_else_is_not_a_whole_number(value):
+    with pytest.raises(NotebookParameterError) as refused:
+        parse_param("epochs", value, int)
+    assert str(refused.value) == f"epochs must be a whole number, got {value!r}"
+
+
+@pytest.mark.parametrize("value, expected", [(0.002, 0.002), ("2e-3", 0.002), (1, 1.0), ("0", 0.0)])
+def test_numbers_are_accepted_parsed_or_raw(value, expected):
+    parsed = parse_param("lr", value, float)
+    assert parsed == expected and type(parsed) is float
+
+
+@pytest.mark.parametrize("value", ["fast", "nan", "inf", False, None])
+def test_anything_else_is_not_a_number(value):
+    with pytest.raises(NotebookParameterError, match=r"^lr must be a number, got "):
+        parse_param("lr", value, float)
+
+
+TRUE_SPELLINGS = [True, "true", "True", "TRUE", "yes", "Yes", "1", 1]
+FALSE_SPELLINGS = [False, "false", "False", "no", "No", "0", 0]
+
+
+@pytest.mark.parametrize("value", TRUE_SPELLINGS)
+def test_true_in_any_spelling(value):
+    assert parse_param("resume", value, bool) is True
+
+
+@pytest.mark.parametrize("value", FALSE_SPELLINGS)
+def test_false_in_any_spelling_is_false(value):
+    # papermill -r resume False passes the string "False", which plain Python would call true.
+    assert parse_param("resume", value, bool) is False
+
+
+@pytest.mark.parametrize("value", ["maybe", "", "2", 2, 0.0, None, "None", [True]])
+def test_anything_else_is_not_a_yes_or_no(value):
+    with pytest.raises(NotebookParameterError) as refused:
+        parse_param("resume", value, bool)
+    assert str(refused.value) == f"resume must be true or false (also yes/no, 1/0), got {value!r}"
+
+
+@pytest.mark.parametrize("value", [None, "None", "none", " None "])
+def test_none_where_allowed(value):
+    assert parse_param("train_subset", value, int, allow_none=True) is None
+
+
+def test_optional_values_still_parse():
+    assert parse_param("train_subset", "10000", int, allow_none=True) == 10_000
+    with pytest.raises(NotebookParameterError, match=r"^train_subset must be a whole number, or None, got 'all'$"):
+        parse_param("train_subset", "all", int, allow_none=True)
+
+
+@pytest.mark.parametrize(
+    "value", [[16, 32, 64], (16, 32, 64), "[16, 32, 64]", "16,32,64", "(16, 32, 64)", "16 32 64", " [16,32,64] ", ["16", "32", 64.0]]
+)
+def test_lists_of_whole_numbers_in_every_spelling(value):
+    assert parse_param("channels", value, list[int]) == [16, 32, 64]
+
+
+def test_a_single_number_is_a_list_of_one():
+    assert parse_param("step_counts", 20, list[int]) == [20]
+    assert parse_param("guidance_weights", "2.5", list[float]) == [2.5]
+    assert parse_param("guidance_weights", "[0, 1, 2.5]", list[float]) == [0.0, 1.0, 2.5]
+
+
+@pytest.mark.parametrize("value", ["[16, 32.5, 64]", "[]", "", "16;32;64", [16, [32]], [16, True, 64], None])
+def test_bad_lists_of_whole_numbers_are_refused(value):
+    with pytest.raises(NotebookParameterError) as refused:
+        parse_param("channels", value, list[int])
+    assert str(refused.value) == f"channels must be a non-empty list of whole numbers, got {value!r}"
+
+
+def test_list_length_and_item_bounds():
+    channels = Param(list[int], minimum=1, length=3)
+    assert channels.parse("channels", "8,16,16") == [8, 16, 16]
+    for bad in ("16,32", "16,32,64,128", "16,0,64"):
+        with pytest.raises(NotebookParameterError, match=r"^channels must be a list of 3 whole numbers, each at least 1, got "):
+            channels.parse("channels", bad)
+
+
+def test_choices():
+    assert parse_param("schedule", "cosine", str, choices=("linear", "cosine")) == "cosine"
+    with pytest.raises(NotebookParameterError) as refused:
+        parse_param("schedule", "quadratic", str, choices=("linear", "cosine"))
+    assert str(refused.value) == "schedule must be one of 'linear', 'cosine', got 'quadratic'"
+
+
+def test_text_that_papermill_turned_into_a_number_comes_back_as_text():
+    assert parse_param("out_dir", 2024, str) == "2024"
+    assert parse_param("out_dir", "../runs/02_training", str) == "../runs/02_training"
+    with pytest.raises(NotebookParameterError, match=r"^out_dir must be text, got None$"):
+        parse_param("out_dir", None, str)
+
+
+@pytest.mark.parametrize(
+    "rules, value, message",
+    [
+        (dict(minimum=200, note="the FID needs more digits than its 128 features"), 50,
+         "n_per_point must be a whole number, at least 200 (the FID needs more digits than its 128 features), got 50"),
+        (dict(minimum=1, maximum=1000), "1001", "n_per_point must be a whole number, from 1 to 1000, got '1001'"),
+        (dict(maximum=64), 65, "n_per_point must be a whole number, at most 64, got 65"),
+    ],
+)  # fmt: skip
+def test_bounds_and_notes_are_in_the_message(rules, value, message):
+    with pytest.raises(NotebookParameterError) as refused:
+        parse_param("n_per_point", value, int, **rules)
+    assert str(refused.value) == message
+
+
+def test_bounds_are_inclusive():
+    assert parse_param("n_per_point", "200", int, minimum=200, maximum=200) == 200
+
+
+def test_an_unsupported_kind_is_a_programming_error():
+    with pytest.raises(TypeError, match="Param kind must be"):
+        Param(dict)
+
+
+SPEC = {
+    "epochs": Param(int, minimum=1),
+    "lr": Param(float, minimum=0),
+    "resume": Param(bool),
+    "channels": Param(list[int], minimum=1, length=3),
+    "train_subset": Param(int, minimum=1, allow_none=True),
+}
+
+
+def test_validate_converts_a_whole_parameters_cell():
+    # As papermill -r would leave them, plus a variable of the notebook that is no parameter.
+    cell = {"epochs": "5", "lr": "1e-3", "resume": "False", "channels": "[16, 32, 64]", "train_subset": "None", "plots": object()}
+    assert validate(cell, SPEC) == {"epochs": 5, "lr": 0.001, "resume": False, "channels": [16, 32, 64], "train_subset": None}
+
+
+def test_validate_reports_every_bad_parameter_in_one_line():
+    cell = {"epochs": 1.5, "lr": 0.002, "resume": "maybe", "channels": [16, 32, 64]}
+    with pytest.raises(NotebookParameterError) as refused:
+        validate(cell, SPEC)
+    assert str(refused.value) == (
+        "3 parameters need changing: epochs must be a whole number, at least 1, got 1.5; "
+        "resume must be true or false (also yes/no, 1/0), got 'maybe'; "
+        "train_subset is missing (it must be a whole number, at least 1, or None)"
+    )
+    assert isinstance(refused.value, ValueError)
+
+
+def test_validate_with_one_bad_parameter_says_just_that():
+    with pytest.raises(NotebookParameterError) as refused:
+        validate({"epochs": 0, "lr": 0.002, "resume": True, "channels": [8, 16, 16], "train_subset": None}, SPEC)
+    assert str(refused.value) == "epochs must be a whole number, at least 1, got 0"
