@@ -34,6 +34,8 @@ MACHINE_SETTINGS = ("device", "amp", "out_dir", "data_root")
 # Windows byte-range locks are mandatory, so the lock sits on one byte far past the holder's
 # text: other processes can still read who holds it.
 _WINDOWS_LOCK_OFFSET = 1 << 20
+# What flock says on file systems without locks (some NFS setups, some FUSE mounts).
+_LOCKS_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _DISK_FULL = {errno.ENOSPC: "no space left on device"}
 if hasattr(errno, "EDQUOT"):  # not on Windows
     _DISK_FULL[errno.EDQUOT] = "disk quota exceeded"
@@ -83,7 +85,8 @@ class LockHolder:
 
     @classmethod
     def of_this_process(cls) -> "LockHolder":
-        return cls(os.getpid(), socket.gethostname(), " ".join(sys.argv), time.strftime("%Y-%m-%d %H:%M:%S"))
+        command = " ".join(" ".join(sys.argv).split())  # on one line, as the busy message must be
+        return cls(os.getpid(), socket.gethostname(), command, time.strftime("%Y-%m-%d %H:%M:%S"))
 
     @classmethod
     def parse(cls, text: str) -> "LockHolder | None":
@@ -144,13 +147,15 @@ class RunLock:
     The lock is an OS advisory lock on ``out_dir/.lock`` (``fcntl.flock``; on
     Windows ``msvcrt.locking``). The OS drops it when its process dies, however
     it dies, so a crashed run never blocks the next one: its leftover lock file
-    is simply taken over, and ``stale_holder``/``takeover_note`` say so.
+    is simply taken over, and ``stale_holder``/``note`` say so.
     A second writer gets ``RunFolderBusy`` naming the live holder.
 
     The lock file is deleted on a clean release, so a lock file that is there
     without a live holder always means a run that ended without cleaning up.
     Advisory locks on network file systems (NFS, SMB) are only as reliable as
-    the server makes them.
+    the server makes them; where the file system has no locks at all, the run
+    goes on unguarded (``unguarded`` is True and ``note`` says so) rather than
+    not at all.
     """
 
     def __init__(self, out_dir: str | Path):
@@ -158,15 +163,19 @@ class RunLock:
         self.path = self.folder / LOCK_NAME
         self.stale_holder: LockHolder | None = None  # the dead previous holder, when its lock was taken over
         self.took_over = False  # a leftover lock file was found, even if unreadable
+        self.unguarded = False  # the file system has no locks: a second writer would not be stopped
         self._fd: int | None = None
 
     @property
-    def takeover_note(self) -> str | None:
-        """One line for the user when a dead run's lock was taken over, else None."""
-        if not self.took_over:
-            return None
+    def note(self) -> str | None:
+        """One line to show the user when something about the lock is unusual, else None."""
         who = f"a previous run ({self.stale_holder.describe()})" if self.stale_holder else "a previous run"
-        return f"{who} ended without cleaning up; its lock on {self.folder} was taken over"
+        if self.unguarded:
+            found = f"; the lock file of {who} was found and replaced" if self.took_over else ""
+            return f"the file system of {self.folder} does not support locks, so a second run writing there at the same time would not be stopped{found}"
+        if self.took_over:
+            return f"{who} ended without cleaning up; its lock on {self.folder} was taken over"
+        return None
 
     def __enter__(self) -> "RunLock":
         if self._fd is not None:
@@ -175,7 +184,7 @@ class RunLock:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if not _try_lock(fd):
+                if not self._lock_or_go_unguarded(fd):
                     raise self._busy(_read_text(fd))
                 if _still_at(fd, self.path):
                     break
@@ -198,6 +207,15 @@ class RunLock:
         self._fd = fd
         return self
 
+    def _lock_or_go_unguarded(self, fd: int) -> bool:
+        try:
+            return _try_lock(fd)
+        except OSError as exc:
+            if exc.errno not in _LOCKS_UNSUPPORTED:
+                raise
+            self.unguarded = True
+            return True
+
     def __exit__(self, *exc_info) -> None:
         self.release()
 
@@ -213,7 +231,8 @@ class RunLock:
             else:
                 # Windows cannot delete it yet (it is open); empty it so the next holder sees a clean release.
                 os.ftruncate(fd, 0)
-            _unlock(fd)
+            if not self.unguarded:
+                _unlock(fd)
         finally:
             os.close(fd)
         if fcntl is None:

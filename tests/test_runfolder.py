@@ -23,7 +23,7 @@ from ddpm_lib.runfolder import (
     remove_stale_temporaries,
 )
 
-needs_flock = pytest.mark.skipif(os.name != "posix", reason="these tests kill and inspect POSIX processes")
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX processes, signals and flock")
 
 # A second process that takes the lock, says so, and waits to be killed.
 HOLD_LOCK = """
@@ -54,7 +54,7 @@ def lock_holder():
         process.stdout.close()
 
 
-@needs_flock
+@posix_only
 def test_a_second_writer_is_refused_naming_the_first(tmp_path, lock_holder):
     holder = lock_holder(tmp_path / "run")
     with pytest.raises(RunFolderBusy) as refused:
@@ -66,7 +66,7 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, lock_holder):
     assert refused.value.holder.pid == holder.pid
 
 
-@needs_flock
+@posix_only
 def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, lock_holder):
     holder = lock_holder(tmp_path / "run")
     holder.send_signal(signal.SIGKILL)
@@ -75,17 +75,17 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, lock_holder):
 
     with RunLock(tmp_path / "run") as lock:
         assert lock.stale_holder is not None and lock.stale_holder.pid == holder.pid
-        assert f"pid {holder.pid}" in lock.takeover_note and "taken over" in lock.takeover_note
+        assert f"pid {holder.pid}" in lock.note and "taken over" in lock.note
     assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
 def test_a_cleanly_released_lock_leaves_nothing_to_take_over(tmp_path):
     with RunLock(tmp_path / "run") as first:
-        assert first.stale_holder is None and first.takeover_note is None
+        assert first.stale_holder is None and first.note is None
         assert (tmp_path / "run" / LOCK_NAME).exists()
     assert not (tmp_path / "run" / LOCK_NAME).exists()
     with RunLock(tmp_path / "run") as second:
-        assert second.takeover_note is None
+        assert second.note is None
 
 
 @pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
@@ -94,7 +94,7 @@ def test_the_lock_is_released_on_errors_and_ctrl_c(tmp_path, interruption):
         with RunLock(tmp_path / "run"):
             raise interruption()
     with RunLock(tmp_path / "run") as again:
-        assert again.takeover_note is None
+        assert again.note is None
 
 
 def test_the_same_process_cannot_write_one_folder_twice(tmp_path):
@@ -105,6 +105,7 @@ def test_the_same_process_cannot_write_one_folder_twice(tmp_path):
                 pass
 
 
+@posix_only
 def test_a_lock_file_deleted_before_it_was_locked_is_not_trusted(tmp_path, monkeypatch):
     # A holder that releases between our open() and our lock deletes the file we opened. Holding
     # that orphan would let the next writer create and lock a fresh file: two writers at once.
@@ -123,6 +124,17 @@ def test_a_lock_file_deleted_before_it_was_locked_is_not_trusted(tmp_path, monke
             with RunLock(tmp_path / "run"):
                 pass
     assert releases, "the release was not imitated"
+
+
+@posix_only
+def test_a_file_system_without_locks_lets_the_run_go_on_and_says_so(tmp_path, monkeypatch):
+    def no_locks_here(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runfolder.fcntl, "flock", no_locks_here)
+    with RunLock(tmp_path / "run") as lock:
+        assert lock.unguarded and "does not support locks" in lock.note
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
 
 
 def test_atomic_write_replaces_the_file_whole(tmp_path):
