@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 LOCK_NAME = ".lock"
-# Names atomic_write gives its temporary files: ".<final name>.tmp-<pid>".
-TEMPORARY_PATTERN = re.compile(r"^\..+\.tmp-\d+$")
+# Names atomic_write gives its temporary files: ".<stem>.tmp-<pid><suffix>", e.g. ".epoch_001.tmp-42.png".
+TEMPORARY_PATTERN = re.compile(r"^\..+\.tmp-\d+(\.\w+)?$")
 # What trainer._atomic_save wrote before atomic_write existed.
 LEGACY_TEMPORARIES = ("checkpoint.pt.tmp",)
 # Settings of the machine or of where files live, not of what is learned: a run may move between them.
@@ -259,7 +259,9 @@ class RunLock:
 
 
 def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # The suffix stays last: PIL and matplotlib pick the format by it, and numpy appends
+    # ".npz" to a name that does not end in it.
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -307,7 +309,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files interrupted writes left in ``folder``; return them.
 
-    Only files named like atomic_write's temporaries (``.NAME.tmp-PID``) or the
+    Only files named like atomic_write's temporaries (``.STEM.tmp-PID.SUFFIX``) or the
     older ``checkpoint.pt.tmp`` are touched, and only directly in ``folder``.
     Call it while holding the folder's RunLock: then no live writer owns them.
     """

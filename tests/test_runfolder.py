@@ -145,6 +145,16 @@ def test_atomic_write_replaces_the_file_whole(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]
 
 
+def test_writers_that_go_by_the_file_extension_still_work(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    atomic_write(tmp_path / "samples.npz", lambda tmp: np.savez_compressed(tmp, images=np.zeros((2, 28, 28), np.uint8)))
+    atomic_write(tmp_path / "grid.png", lambda tmp: Image.new("L", (28, 28)).save(tmp))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "samples.npz"]
+    assert np.load(tmp_path / "samples.npz")["images"].shape == (2, 28, 28)
+
+
 def write_then_fill_the_disk(tmp: Path):
     with open(tmp, "wb") as f:
         f.write(b"half a checkpoint")
@@ -195,12 +205,12 @@ def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
     with pytest.raises(ValueError):
         atomic_write(tmp_path / "loss_history.csv", remember_the_name_then_fail)
     # What a process killed inside atomic_write leaves: its temporary, under the name it used.
-    leftovers = [*names_used, ".ema.safetensors.tmp-17", "checkpoint.pt.tmp"]
-    keep = ["checkpoint.pt", "epoch_001.png", "notes.tmp", ".checkpoint.pt.tmp-x", "checkpoint.pt.tmp.bak", LOCK_NAME]
+    leftovers = [*names_used, ".ema.tmp-17.safetensors", ".checkpoint.tmp-4242.pt", "checkpoint.pt.tmp"]
+    keep = ["checkpoint.pt", "epoch_001.png", "notes.tmp", ".checkpoint.tmp-x.pt", "checkpoint.pt.tmp.bak", LOCK_NAME]
     for name in leftovers + keep:
         (tmp_path / name).write_bytes(b"x")
-    (tmp_path / ".grid.png.tmp-99").mkdir()  # a folder is never a temporary of ours
-    keep.append(".grid.png.tmp-99")
+    (tmp_path / ".grid.tmp-99.png").mkdir()  # a folder is never a temporary of ours
+    keep.append(".grid.tmp-99.png")
 
     removed = remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in removed) == sorted(leftovers)
