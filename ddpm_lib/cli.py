@@ -10,6 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import LR_SCHEDULES, TrainConfig
+from .device import PRECISIONS
+from .objective import PREDICTIONS, WEIGHTINGS
+from .schedule import SCHEDULES
+
 DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
 
 
@@ -63,18 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a SimpleUNet on MNIST")
     p.add_argument("--epochs", type=_positive(int), required=True, help="total epochs (with --resume: including those done)")
-    p.add_argument("--batch-size", type=_positive(int), default=128)
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors")
-    p.add_argument("--subset", type=_positive(int), help="train on the first N training digits")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    p.add_argument("--lr", type=float, help="learning rate (default: the trainer's)")
-    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
-    p.add_argument("--channels", help="widths at 28, 14, 7 pixels, e.g. 32,64,64 (default: the model's)")
-    p.add_argument("--amp", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    p.add_argument("--allow-changes", action="store_true", help="with --resume: accept changed settings (recorded in the checkpoint's history)")
+    p.add_argument("--subset", type=_positive(int), help="train on the first N training digits")
+    recipe = p.add_argument_group("recipe (defaults: ddpm_lib.config.TrainConfig)")
+    recipe.add_argument("--batch-size", type=_positive(int))
+    recipe.add_argument("--lr", type=_positive(float), help="peak learning rate")
+    recipe.add_argument("--warmup-steps", type=int)
+    recipe.add_argument("--lr-schedule", choices=LR_SCHEDULES)
+    recipe.add_argument("--ema-decay", type=float)
+    recipe.add_argument("--schedule", choices=SCHEDULES)
+    recipe.add_argument("--prediction", choices=PREDICTIONS, help="the network's target: the noise (eps) or the velocity (v)")
+    recipe.add_argument("--loss-weighting", choices=WEIGHTINGS)
+    recipe.add_argument("--min-snr-gamma", type=_positive(float))
+    recipe.add_argument("--channels", help="widths at 28, 14, 7 pixels, e.g. 32,64,128")
+    recipe.add_argument("--no-attention", action="store_true", help="leave out the self-attention at 7x7")
+    recipe.add_argument("--conditional", action="store_true", help="learn the digit's label too, for classifier-free guidance")
+    recipe.add_argument("--p-uncond", type=float, help="with --conditional: chance of hiding the label")
+    p.add_argument("--amp", choices=PRECISIONS, default="auto")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run the plain step instead of replaying a CUDA graph")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--conditional", action="store_true", help="learn the digit's label too, for classifier-free guidance")
-    p.add_argument("--p-uncond", type=float, help="with --conditional: chance of hiding the label (default: the trainer's, 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("sample", help="draw digits into a PNG grid or an .npz array")
@@ -104,48 +119,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="FILE.safetensors")
 
-    p = sub.add_parser("ship", help="(maintainers) copy weights into assets/ and record their sha256 in the manifest")
-    p.add_argument("name", help="manifest entry, e.g. unconditional or classifier")
-    p.add_argument("weights", help="a .safetensors file written by train or train-classifier")
-
     p = sub.add_parser("bench", help="print training and sampling speed on this machine")
     p.add_argument("--device", default="auto")
     p.add_argument("--quality", action="store_true", help="also train until 90%% of samples are confidently classified")
-    p.add_argument("--quality-minutes", type=_positive(float), default=30, help="give up after this many minutes")
+    p.add_argument("--quality-minutes", type=_positive(float), default=20, help="give up after this many minutes of training")
     return parser
 
 
 def _train(args) -> int:
     from dataclasses import replace
 
-    from .trainer import TrainConfig, train
+    from .trainer import train
 
     if args.p_uncond is not None and not args.conditional:
         raise ValueError("--p-uncond only applies with --conditional")
-
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        out_dir=args.out,
-        train_subset=args.subset,
-        schedule=args.schedule,
-        amp=args.amp,
-        device=args.device,
-        seed=args.seed,
-    )
-    if args.lr is not None:
-        config = replace(config, lr=args.lr)
-    if args.p_uncond is not None:
-        config = replace(config, p_uncond=args.p_uncond)
-    model = config.model
+    recipe = {
+        "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "lr_schedule": args.lr_schedule,
+        "ema_decay": args.ema_decay, "schedule": args.schedule, "prediction": args.prediction,
+        "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma, "p_uncond": args.p_uncond,
+    }  # fmt: skip
+    model = TrainConfig().model
     if args.channels:
         model = replace(model, channels=tuple(int(c) for c in args.channels.split(",")))
-    if args.conditional:
-        model = replace(model, num_classes=10)
-    config = replace(config, model=model)
-    result = train(config, resume=args.resume, progress=not args.quiet)
-    print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}); final loss "
-          f"{sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
+    model = replace(model, attention=not args.no_attention, num_classes=10 if args.conditional else 0)
+    config = TrainConfig(
+        epochs=args.epochs, out_dir=args.out, train_subset=args.subset, amp=args.amp, device=args.device, seed=args.seed,
+        cuda_graphs=not args.no_cuda_graphs, model=model, **{k: v for k, v in recipe.items() if v is not None},
+    )  # fmt: skip
+    result = train(config, resume=args.resume, progress=not args.quiet, allow_changes=args.allow_changes)
+    print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}{', CUDA graph' if result.graphed else ''}); "
+          f"final loss {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
     print(f"outputs in {result.out_dir}: checkpoint.pt, ema.safetensors, epoch grids, loss_history.csv")
     return 0
 
@@ -154,14 +157,14 @@ def _sample(args) -> int:
     import numpy as np
 
     from .plots import save_grid, to_uint8
-    from .pretrained import load_any
+    from .checkpoint import load_model
     from .sampling import sample_many
 
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
         raise SystemExit(f"--out must end in .png or .npz, got {out}")
     guidance = _guidance_request(args)
-    model, schedule, _ = load_any(args.checkpoint, args.device, conditional=args.conditional)
+    model, schedule, _ = load_model(args.checkpoint, args.device, conditional=args.conditional)
     images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
@@ -202,21 +205,13 @@ def _guidance_weight(args) -> float | None:
 def _train_classifier(args) -> int:
     from .data import load_mnist
     from .metrics import accuracy, train_classifier
-    from .pretrained import save_weights
+    from .checkpoint import save_weights
 
     images, labels = load_mnist(train=True)
     classifier = train_classifier(images, labels, epochs=args.epochs, seed=args.seed)
     test_accuracy = accuracy(classifier, *load_mnist(train=False))
     save_weights(classifier.state_dict(), Path(args.out), {"epochs": args.epochs, "seed": args.seed, "test_accuracy": test_accuracy})
     print(f"classifier test accuracy {test_accuracy:.2%} on the 10,000 MNIST test digits; weights in {args.out}")
-    return 0
-
-
-def _ship(args) -> int:
-    from .pretrained import ship
-
-    entry = ship(args.name, Path(args.weights))
-    print(f"assets/{entry['file']}  sha256 {entry['sha256']}")
     return 0
 
 
@@ -233,12 +228,12 @@ def _sweep(args) -> int:
     import csv
 
     from .evaluation import CURVE_COLUMNS, guidance_and_steps_curves
-    from .pretrained import load_any
+    from .checkpoint import load_model
 
     out = Path(args.out)
     if out.suffix != ".csv":
         raise ValueError(f"--out must end in .csv, got {out}")
-    model, schedule, _ = load_any(args.checkpoint, args.device, conditional=True)
+    model, schedule, _ = load_model(args.checkpoint, args.device, conditional=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, CURVE_COLUMNS)
@@ -268,8 +263,8 @@ def _bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import MNISTUnavailable
+    from .checkpoint import CheckpointError
     from .pretrained import ShippedWeightsError
-    from .trainer import CheckpointError
 
     try:
         return {
@@ -279,7 +274,6 @@ def main(argv: list[str] | None = None) -> int:
             "sweep": _sweep,
             "bench": _bench,
             "train-classifier": _train_classifier,
-            "ship": _ship,
         }[args.command](args)
     except (CheckpointError, MNISTUnavailable, ShippedWeightsError, FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .checkpoint import load_model, read_weights
+from .device import autocast, model_device, resolve_precision
 from .metrics import DigitClassifier, Evaluation, classify, evaluate_images, gaussian_stats
+from .pretrained import shipped_path
 
 
 def load_classifier() -> DigitClassifier:
-    from .pretrained import read_weights, shipped_path
-
     state, _ = read_weights(shipped_path("classifier"))
     classifier = DigitClassifier()
     classifier.load_state_dict(state)
@@ -71,11 +72,10 @@ def measure(model, schedule, classifier, reference, n: int, sampler: str, steps:
             batch_size: int = 500, guidance: float | None = None) -> tuple[Evaluation, float]:
     """Draw n digits and score them; with ``guidance`` (conditional models) each digit is asked for n/10 times."""
     from .sampling import Guidance, balanced_labels, sample_many
-    from .trainer import autocast, resolve_precision
 
     labels = None if guidance is None else balanced_labels(n)
     request = None if guidance is None else Guidance(labels, guidance)
-    device = next(model.parameters()).device
+    device = model_device(model)
     start = time.perf_counter()
     # The trainer's precision: fp32 on CPU, bf16 or fp16 for the network on a GPU (the sampler's arithmetic stays fp32).
     with autocast(device, resolve_precision("auto", device)):
@@ -87,9 +87,7 @@ def measure(model, schedule, classifier, reference, n: int, sampler: str, steps:
 def evaluate_model(checkpoint, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0, device: str = "auto",
                    batch_size: int = 500, guidance: float | None = None) -> ModelReport:
     """The model card's figures; ``guidance`` set means a class-conditional model (shipped one when no checkpoint)."""
-    from .pretrained import load_any
-
-    model, schedule, _ = load_any(checkpoint, device, conditional=guidance is not None)
+    model, schedule, _ = load_model(checkpoint, device, conditional=guidance is not None)
     classifier, reference, floor = reference_and_floor(n)
     samples, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, eta, batch_size, guidance)
     return ModelReport(sampler, steps, samples, floor, seconds, guidance)

@@ -1,19 +1,20 @@
-"""Training a noise predictor: the loss of Ho et al. (2020), Algorithm 1, plus the engineering around it.
+"""Training a noise predictor: Algorithm 1 of Ho et al. (2020), and the engineering around it.
 
 One step: pick digits x_0, a timestep t ~ U{1..T} and noise eps ~ N(0, I); form
 x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; regress the network's
-eps_theta(x_t, t) onto eps with a mean-squared error.
+output onto its target (objective.py) with a mean-squared error.
 
-A class-conditional model (``model.num_classes = 10``) also sees the digit's
-label, replaced by the "no label" token with probability ``p_uncond`` so
-that one network learns both eps(x_t, t, y) and eps(x_t, t, nothing), as
-classifier-free guidance needs (Ho & Salimans 2022).
+Around it: AdamW with a warm-up, gradient clipping, an exponential moving
+average (EMA) of the weights that is used for every sample, mixed precision
+chosen by hardware, and after every epoch a sample grid from fixed noise, the
+loss history, the EMA weights and a checkpoint (each written atomically; a
+resumed run continues bit for bit on CPU).
 
-Around it: AdamW with a short warm-up, an exponential moving average (EMA) of
-the weights that is used for every sample, mixed precision chosen by hardware,
-a checkpoint after every epoch (written atomically, resumable bit-for-bit on
-CPU) with the EMA weights beside it, a sample grid per epoch from fixed noise,
-and the loss history on disk.
+On a GPU the whole update is captured once as a CUDA graph and replayed: the
+network is small, so launching its few hundred kernels one by one from Python
+costs more than running them. The random draws stay outside the graph, so the
+graphed and the plain step consume the same random numbers and compute the
+same update.
 """
 
 from __future__ import annotations
@@ -21,353 +22,375 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import os
-from dataclasses import asdict, dataclass, field, fields
+import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .schedule import SCHEDULES, NoiseSchedule
-from .unet import SimpleUNet, UNetConfig
+from .checkpoint import CHECKPOINT_NAME, EMA_WEIGHTS_NAME, CheckpointError, build_model, checkpoint_state, read_checkpoint, save_weights
+from .config import TrainConfig
+from .data import load_mnist
+from .device import autocast, resolve_device, resolve_precision
+from .objective import diffusion_loss, draw_training_inputs, noise_predictor
+from .plots import save_grid
+from .runfolder import MACHINE_SETTINGS, RunLock, atomic_write, check_writable, config_differences, remove_stale_temporaries
+from .sampling import Guidance, balanced_labels, ddim_sample
+from .schedule import NoiseSchedule
 
-CHECKPOINT_FORMAT = "ddpm_lib.checkpoint/1"
-CHECKPOINT_NAME = "checkpoint.pt"
-EMA_WEIGHTS_NAME = "ema.safetensors"  # just the averaged weights, for sampling and shipping
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 2e-3
-    warmup_steps: int = 100  # linear learning-rate warm-up from 0
-    ema_decay: float = 0.999
-    schedule: str = "linear"
-    timesteps: int = 1000
-    model: UNetConfig = field(default_factory=UNetConfig)
-    p_uncond: float = 0.1  # conditional models: chance of hiding the label during training
-    train_subset: int | None = None  # first N training digits; None = all 60,000
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    amp: str = "auto"  # "auto" picks by hardware, see resolve_precision
-    seed: int = 0
-    out_dir: str = "runs/train"
-    data_root: str | None = None  # None: $DDPM_MNIST_DATA or data/ in the repository
-    grid_size: int = 64  # digits in each per-epoch grid
-    grid_steps: int = 50  # DDIM steps used to draw those grids
-
-    def __post_init__(self):
-        if isinstance(self.model, dict):
-            self.model = UNetConfig(**self.model)
-        checks = [
-            ("epochs", self.epochs >= 1, "at least 1"),
-            ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number"),
-            ("warmup_steps", self.warmup_steps >= 0, "0 or more"),
-            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
-            ("p_uncond", 0 <= self.p_uncond < 1, "in [0, 1)"),
-            ("schedule", self.schedule in SCHEDULES, f"one of {SCHEDULES}"),
-            ("timesteps", self.timesteps >= 2, "at least 2"),
-            ("train_subset", self.train_subset is None or 1 <= self.train_subset <= 60_000, "None or 1..60000"),
-            ("amp", self.amp in PRECISIONS, f"one of {PRECISIONS}"),
-            ("grid_size", self.grid_size >= 1, "at least 1"),
-            ("grid_steps", 1 <= self.grid_steps <= self.timesteps, f"between 1 and timesteps={self.timesteps}"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-    def architecture(self) -> dict:
-        """The fields a checkpoint must share with this config to be loadable into it."""
-        return {"model": asdict(self.model), "schedule": self.schedule, "timesteps": self.timesteps}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, not ours, or for another architecture."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
-    return device
-
-
-def resolve_precision(amp: str, device: torch.device) -> str:
-    """fp32, bf16 or fp16 for this device.
-
-    "auto": bf16 on GPUs of compute capability >= 8.0 (A100, H100, RTX 30xx+);
-    fp16 with loss scaling below that (T4, V100), where bf16 is emulated and
-    slow even when ``torch.cuda.is_bf16_supported()`` says yes; fp32 on CPU,
-    where bf16 autocast measured slower for this model (see README, Benchmarks).
-    """
-    if amp != "auto":
-        if amp == "fp16" and device.type != "cuda":
-            raise ValueError("amp='fp16' needs a CUDA GPU; use 'auto', 'fp32' or 'bf16' on CPU")
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
-    return "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def diffusion_loss(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    x0: torch.Tensor,
-    generator: torch.Generator,
-    labels: torch.Tensor | None = None,
-    p_uncond: float = 0.0,
-) -> torch.Tensor:
-    """Algorithm 1: || eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t[, y]) ||^2.
-
-    With ``labels``, each is swapped for the model's "no label" token with probability ``p_uncond``.
-    """
-    t = torch.randint(0, schedule.timesteps, (x0.shape[0],), device=x0.device, generator=generator)
-    noise = torch.randn(x0.shape, device=x0.device, generator=generator)
-    x_t = schedule.q_sample(x0, t, noise)
-    if labels is None:
-        return F.mse_loss(model(x_t, t).float(), noise)
-    hide = torch.rand(labels.shape, device=labels.device, generator=generator) < p_uncond
-    labels = torch.where(hide, torch.full_like(labels, model.null_label), labels)
-    return F.mse_loss(model(x_t, t, labels).float(), noise)
-
-
-@dataclass
-class Optimizer:
-    """What one training step updates: the weights' AdamW state, the fp16 loss scaler, and the EMA."""
-
-    adamw: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    ema: "EMA | None"
-
-
-def training_step(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    opt: Optimizer,
-    x0: torch.Tensor,
-    labels: torch.Tensor | None,
-    config: "TrainConfig",
-    step: int,
-    generator: torch.Generator,
-    device: torch.device,
-    precision: str,
-) -> torch.Tensor:
-    """One update: warm-up learning rate, loss under autocast, scaled backward, clipping, AdamW, EMA."""
-    for group in opt.adamw.param_groups:
-        group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup_steps, 1))
-    with autocast(device, precision):
-        loss = diffusion_loss(model, schedule, x0, generator, labels, config.p_uncond)
-    opt.adamw.zero_grad(set_to_none=True)
-    opt.scaler.scale(loss).backward()
-    opt.scaler.unscale_(opt.adamw)
-    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.scaler.step(opt.adamw)
-    opt.scaler.update()
-    if opt.ema is not None:
-        opt.ema.update(model, step)
-    return loss.detach()
+LOSS_READ_EVERY = 20  # steps between copies of the losses to the host: each copy waits for the GPU
 
 
 class EMA:
     """theta_ema <- d * theta_ema + (1 - d) * theta, with d ramped up early in training.
 
-    The ramp d_k = min(decay, (1 + k) / (10 + k)) lets the average follow the
+    The ramp d_k = min(decay, (1 + k) / (warmup + k)) lets the average follow the
     fast-changing first steps instead of remembering the random initialisation.
     """
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, warmup: int):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
+
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1 + step) / (self.warmup + step))
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int):
-        d = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), 1 - d)
+    def update(self, model: nn.Module, weight):
+        """theta_ema += weight * (theta - theta_ema), weight = 1 - d (a float, or a 0-d tensor for a CUDA graph)."""
+        averaged = list(self.model.parameters())
+        # Three foreach calls rather than one lerp: lerp takes its weight as a Python number, and reading a
+        # tensor's value would stall a CUDA graph.
+        step = torch._foreach_sub(list(model.parameters()), averaged)
+        torch._foreach_mul_(step, weight)
+        torch._foreach_add_(averaged, step)
 
 
 @dataclass
 class TrainResult:
     model: nn.Module  # the raw weights
-    ema_model: nn.Module  # the averaged weights: sample with these
+    ema_model: nn.Module  # the averaged weights, as a noise predictor: sample with these
     schedule: NoiseSchedule
     losses: list[float]  # one per optimisation step, over all epochs including resumed ones
     epochs_done: int
-    out_dir: Path
+    steps_done: int
+    out_dir: Path | None
     precision: str
     device: torch.device
+    train_seconds: float  # time spent in optimisation steps by this call (grids and checkpoints excluded)
+    graphed: bool  # whether the steps ran as a CUDA graph
 
 
-def _atomic_save(obj, path: Path):
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+class Trainer:
+    """A model, its optimizer, EMA and data, and the one training step; ``fit`` runs the epochs.
 
+    ``out_dir=None`` in the config trains without writing anything (benchmarks, experiments).
+    """
 
-def read_checkpoint(path: str | Path) -> dict:
-    """Load and sanity-check a training checkpoint (weights only, no pickled code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path} could not be read ({type(exc).__name__}); it is truncated or not a checkpoint. "
-            f"If an interrupted run wrote it, delete it and start again, or point at another checkpoint."
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a ddpm_lib training checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-    return ckpt
+    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True, images: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, allow_changes: bool = False):
+        self.config = config
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.amp, self.device)
+        self.objective = config.objective()
+        self.out_dir = Path(config.out_dir) if config.out_dir else None
 
+        with torch.random.fork_rng(devices=[]):  # a seeded initialisation that leaves the caller's RNG alone
+            torch.manual_seed(config.seed)
+            self.model = build_model(config, self.device)
+        self.ema = EMA(self.model, config.ema_decay, config.ema_warmup)
+        self.schedule = NoiseSchedule(config.schedule, config.timesteps).to(self.device)
+        on_gpu = self.device.type == "cuda"
+        # fused: one kernel for the whole AdamW update; capturable: its step count lives on the GPU, as a graph needs.
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, fused=on_gpu or None, capturable=on_gpu)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.noise_generator = torch.Generator(self.device).manual_seed(config.seed)
+        self.step, self.epoch, self.losses = 0, 0, []
+        self._order_epoch, self._order = None, None
+        self.history = []  # settings changed on resume, with the step they took effect
+        if resume:
+            self._restore(allow_changes)
 
-def check_compatible(ckpt_config: dict, config: TrainConfig, path) -> None:
-    theirs = TrainConfig(**{**_config_kwargs(ckpt_config), "epochs": 1}).architecture()
-    ours = config.architecture()
-    if theirs != ours:
-        diffs = [f"{k}: checkpoint {theirs[k]} vs requested {ours[k]}" for k in ours if theirs[k] != ours[k]]
-        raise CheckpointError(
-            f"{path} was trained with another configuration ({'; '.join(diffs)}). "
-            f"Use the checkpoint's settings, or a fresh out_dir for the new ones."
+        if images is None:
+            images, labels = load_mnist(config.data_root, train=True, subset=config.train_subset)
+        self.images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+        self.labels = labels.to(self.device) if config.model.num_classes else None
+        self.steps_per_epoch = self.images.shape[0] // config.batch_size
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self._graph = _record_graph(self) if on_gpu and config.cuda_graphs else None
+
+    # ----- the step -------------------------------------------------------------------------------
+
+    def learning_rate(self, step: int) -> float:
+        """Linear warm-up to ``lr``, then constant or a cosine decay to 0 at the last planned step."""
+        c = self.config
+        if step < c.warmup_steps:
+            return c.lr * (step + 1) / c.warmup_steps
+        if c.lr_schedule == "constant":
+            return c.lr
+        progress = (step - c.warmup_steps) / max(1, self.total_steps - c.warmup_steps)
+        return c.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def update(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, labels: torch.Tensor | None, ema_weight) -> torch.Tensor:
+        """The deterministic part of a step: loss under autocast, scaled backward, clipping, AdamW, EMA.
+
+        The CUDA graph records exactly this function; its learning rate and EMA weight are read from
+        tensors the trainer fills before each replay.
+        """
+        with autocast(self.device, self.precision):
+            loss = diffusion_loss(self.model, self.schedule, x0, t, noise, labels, self.objective)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.ema.update(self.model, ema_weight)
+        return loss.detach()
+
+    def train_step(self, indices: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on the training digits at ``indices``; returns the loss (still on the device)."""
+        x0 = self.images[indices]
+        labels = None if self.labels is None else self.labels[indices]
+        t, noise, labels = draw_training_inputs(
+            x0, labels, self.config.timesteps, self.noise_generator, self.config.p_uncond, self.model.null_label,
+        )  # fmt: skip
+        lr, ema_weight = self.learning_rate(self.step), 1 - self.ema.decay_at(self.step)
+        if self._graph is not None:
+            loss = self._graph.replay(x0, t, noise, labels, lr, ema_weight)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.update(x0, t, noise, labels, ema_weight)
+        self.step += 1
+        return loss
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        # Depends only on (seed, epoch), so a resumed run sees the same batches.
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)  # any fixed mixing of the two
+        return torch.randperm(self.images.shape[0], generator=generator).to(self.device)
+
+    def train_steps(self, count: int) -> float:
+        """Run ``count`` more steps (crossing epochs as needed, no files written); return the seconds they took."""
+        start = time.perf_counter()
+        pending = []
+        for _ in range(count):
+            epoch, b = divmod(self.step, self.steps_per_epoch)
+            if epoch != self._order_epoch:
+                self._order_epoch, self._order = epoch, self.epoch_order(epoch)
+            order = self._order
+            pending.append(self.train_step(order[b * self.config.batch_size : (b + 1) * self.config.batch_size]))
+            if len(pending) == LOSS_READ_EVERY:
+                self.losses.extend(torch.stack(pending).tolist())
+                pending = []
+        if pending:
+            self.losses.extend(torch.stack(pending).tolist())
+        self.epoch = self.step // self.steps_per_epoch
+        return time.perf_counter() - start
+
+    def sampler_model(self) -> nn.Module:
+        """The EMA weights as the samplers' eps_theta."""
+        return noise_predictor(self.ema.model, self.schedule, self.config.prediction)
+
+    # ----- the run ---------------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train until ``config.epochs`` epochs are done, writing grids, losses, EMA weights and a checkpoint after each."""
+        from tqdm.auto import tqdm
+
+        seconds = 0.0
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        for epoch in range(self.epoch, self.config.epochs):
+            self.model.train()
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress, leave=True)
+            while self.step < (epoch + 1) * self.steps_per_epoch:
+                chunk = min(LOSS_READ_EVERY, (epoch + 1) * self.steps_per_epoch - self.step)
+                seconds += self.train_steps(chunk)
+                bar.update(chunk)
+                bar.set_postfix(loss=f"{sum(self.losses[-LOSS_READ_EVERY:]) / len(self.losses[-LOSS_READ_EVERY:]):.4f}")
+            bar.close()
+            if self.out_dir is not None:
+                self._write_epoch_outputs(epoch + 1)
+        return TrainResult(
+            self.model, self.sampler_model(), self.schedule, self.losses, self.epoch, self.step, self.out_dir, self.precision,
+            self.device, seconds, self._graph is not None,
+        )  # fmt: skip
+
+    def _write_epoch_outputs(self, epoch: int):
+        config, out = self.config, self.out_dir
+        # Conditional runs draw rows of 0..9 with the plain conditional model (w = 1).
+        guidance = Guidance(balanced_labels(config.grid_size)) if config.model.num_classes else None
+        with autocast(self.device, self.precision):
+            grid = ddim_sample(self.sampler_model(), self.schedule, config.grid_size, steps=config.grid_steps, seed=config.seed, guidance=guidance).images
+        atomic_write(out / f"epoch_{epoch:03d}.png", lambda tmp: save_grid(grid, tmp, nrow=10 if guidance else None))
+        _write_losses(out / "loss_history.csv", self.losses, self.steps_per_epoch)
+        # The EMA file first: a checkpoint that says "epoch done" always has its EMA weights beside it.
+        atomic_write(out / EMA_WEIGHTS_NAME, lambda tmp: save_weights(self.ema.model.state_dict(), tmp, asdict(config)))
+        state = checkpoint_state(
+            config,
+            model=self.model.state_dict(),
+            ema=self.ema.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.step,
+            epoch=epoch,
+            losses=torch.tensor(self.losses),
+            rng={"noise": self.noise_generator.get_state()},
+            history=self.history,
         )
+        atomic_write(out / CHECKPOINT_NAME, lambda tmp: torch.save(state, tmp))
+
+    def _restore(self, allow_changes: bool):
+        ckpt_path = self.out_dir / CHECKPOINT_NAME
+        ckpt = read_checkpoint(ckpt_path)
+        saved = TrainConfig.from_saved(ckpt["config"])
+        changes = config_differences(asdict(saved), asdict(self.config), ignore=(*MACHINE_SETTINGS, "cuda_graphs"))
+        if changes and not allow_changes:
+            raise CheckpointError(
+                f"{ckpt_path} was trained with other settings ({'; '.join(changes)}); resume with the same settings, "
+                f"allow the change explicitly (CLI: --allow-changes), or use another out_dir"
+            )
+        if self.config.epochs < ckpt["epoch"]:
+            raise CheckpointError(f"{ckpt_path} has already done {ckpt['epoch']} epochs; ask for at least that many, not {self.config.epochs}")
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.model.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.optimizer.param_groups:  # how to step is this machine's choice, not the checkpoint's
+            group.update(fused=self.device.type == "cuda" or None, capturable=self.device.type == "cuda", lr=float(group["lr"]))
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.noise_generator.set_state(ckpt["rng"]["noise"])
+        self.step, self.epoch, self.losses = ckpt["step"], ckpt["epoch"], ckpt["losses"].tolist()
+        self.history = list(ckpt.get("history", [])) + ([{"step": self.step, "changes": changes}] if changes else [])
 
 
-def _config_kwargs(saved: dict) -> dict:
-    known = {f.name for f in fields(TrainConfig)}
-    return {k: v for k, v in saved.items() if k in known}
+def _record_graph(trainer: "Trainer") -> "_GraphedUpdate | None":
+    """``Trainer.update`` as a CUDA graph, or None (with a warning) where recording fails: an old
+    driver or torch, an operation that cannot be captured. The plain step then does the work."""
+    saved = _snapshot(trainer)
+    try:
+        return _GraphedUpdate(trainer)
+    except (RuntimeError, TypeError) as exc:
+        torch.cuda.synchronize(trainer.device)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = float(group["lr"])
+        warnings.warn(f"CUDA graph capture failed ({exc}); training with the plain step instead", stacklevel=3)
+        return None
+    finally:
+        _restore_in_place(trainer, saved)
 
 
-def config_from_checkpoint(ckpt: dict) -> TrainConfig:
-    return TrainConfig(**_config_kwargs(ckpt["config"]))
+class _GraphedUpdate:
+    """``Trainer.update`` recorded once as a CUDA graph, replayed with fresh inputs copied into its buffers.
+
+    Recording needs a few warm-up updates (they create the optimizer state and pick the kernels);
+    ``_record_graph`` undoes their effect on the weights, the EMA, the optimizer and the loss
+    scaler afterwards, in place, so the graphed run is the plain run.
+    """
+
+    WARMUP_UPDATES = 3
+
+    def __init__(self, trainer: "Trainer"):
+        self.trainer = trainer
+        c, device = trainer.config, trainer.device
+        n = c.batch_size
+        self.x0 = trainer.images[:n].clone()
+        self.t = torch.zeros(n, dtype=torch.long, device=device)
+        self.noise = torch.zeros_like(self.x0)
+        self.labels = None if trainer.labels is None else trainer.labels[:n].clone()
+        self.ema_weight = torch.zeros((), device=device)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), device=device)  # read by the fused kernel at each replay
+
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(self.WARMUP_UPDATES):
+                trainer.optimizer.zero_grad(set_to_none=True)
+                trainer.update(self.x0, self.t, self.noise, self.labels, self.ema_weight)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self.loss = trainer.update(self.x0, self.t, self.noise, self.labels, self.ema_weight)
+
+    def replay(self, x0, t, noise, labels, lr: float, ema_weight: float) -> torch.Tensor:
+        self.x0.copy_(x0)
+        self.t.copy_(t)
+        self.noise.copy_(noise)
+        if labels is not None:
+            self.labels.copy_(labels)
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"].fill_(lr)
+        self.ema_weight.fill_(ema_weight)
+        self.graph.replay()
+        return self.loss.clone()
 
 
-def build_model(config: TrainConfig, device: torch.device) -> SimpleUNet:
-    # channels_last measured faster on CPU (see README, Benchmarks) and suits tensor cores.
-    return SimpleUNet(config.model).to(device, memory_format=torch.channels_last)
+def _snapshot(trainer: Trainer) -> dict:
+    return {
+        "model": [p.detach().clone() for p in trainer.model.parameters()],
+        "ema": [p.detach().clone() for p in trainer.ema.model.parameters()],
+        "optimizer": {id(p): {k: v.clone() for k, v in s.items()} for p, s in trainer.optimizer.state.items()},
+        "scale": trainer.scaler._scale.clone() if trainer.scaler.is_enabled() and trainer.scaler._scale is not None else None,
+    }
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+@torch.no_grad()
+def _restore_in_place(trainer: Trainer, saved: dict):
+    """Undo the warm-up updates without moving any tensor the graph recorded."""
+    for p, old in zip(trainer.model.parameters(), saved["model"]):
+        p.copy_(old)
+    for p, old in zip(trainer.ema.model.parameters(), saved["ema"]):
+        p.copy_(old)
+    for p, state in trainer.optimizer.state.items():
+        before = saved["optimizer"].get(id(p))
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                value.copy_(before[key]) if before is not None else value.zero_()
+    if trainer.scaler.is_enabled():
+        if saved["scale"] is not None:
+            trainer.scaler._scale.copy_(saved["scale"])
+        else:
+            trainer.scaler._scale.fill_(trainer.scaler._init_scale)
+        trainer.scaler._growth_tracker.zero_()
+
+
+def _write_losses(path: Path, losses: list[float], steps_per_epoch: int):
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "epoch", "loss"])
+            for i, loss in enumerate(losses):
+                writer.writerow([i + 1, i // steps_per_epoch + 1, f"{loss:.6f}"])
+
+    atomic_write(path, write)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, allow_changes: bool = False) -> TrainResult:
     """Train for ``config.epochs`` epochs in total, writing everything to ``config.out_dir``.
 
-    With ``resume=True`` an existing checkpoint there is continued (an epoch
-    count beyond the checkpoint's extends the run); without it, an existing
-    checkpoint is refused rather than overwritten.
+    With ``resume=True`` the checkpoint there is continued (an epoch count beyond the
+    checkpoint's extends the run; any other changed setting is refused unless
+    ``allow_changes``, which records it in the checkpoint's history). Without it, an
+    existing checkpoint is refused rather than overwritten. One process at a time
+    may write a run folder.
     """
-    from tqdm.auto import tqdm
-
-    from .data import load_mnist
-    from .plots import save_grid
-    from .pretrained import save_weights
-    from .sampling import Guidance, balanced_labels, ddim_sample
-
     out_dir = Path(config.out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.amp, device)
-
-    torch.manual_seed(config.seed)
-    model = build_model(config, device)
-    ema = EMA(model, config.ema_decay)
-    schedule = NoiseSchedule(config.schedule, config.timesteps).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    opt = Optimizer(optimizer, scaler, ema)
-    noise_gen = torch.Generator(device).manual_seed(config.seed)
-    step, start_epoch, losses = 0, 0, []
-
-    if ckpt_path.exists():
-        if not resume:
+    check_writable(ckpt_path)
+    with RunLock(out_dir) as lock:
+        if lock.note:
+            print(lock.note)
+        remove_stale_temporaries(out_dir)
+        if resume and not ckpt_path.exists():
+            raise FileNotFoundError(f"resume was asked for, but {ckpt_path} does not exist; drop resume to start a new run there")
+        if not resume and ckpt_path.exists():
             raise FileExistsError(
                 f"{ckpt_path} already exists. Pass resume=True (CLI: --resume) to continue that run, "
                 f"or choose another out_dir; nothing was overwritten."
             )
-        ckpt = read_checkpoint(ckpt_path)
-        check_compatible(ckpt["config"], config, ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        ema.model.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        noise_gen.set_state(ckpt["rng"]["noise"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        step, start_epoch, losses = ckpt["step"], ckpt["epoch"], ckpt["losses"].tolist()
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    images, labels = load_mnist(config.data_root, train=True, subset=config.train_subset)
-    images = images.to(device).contiguous(memory_format=torch.channels_last)
-    labels = labels.to(device) if config.model.num_classes else None
-    n = images.shape[0]
-    batches = math.ceil(n / config.batch_size)
-
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        # The order depends only on (seed, epoch), so a resumed run sees the same batches.
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)).to(device)
-        bar = tqdm(range(batches), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=True)
-        pending = []  # losses still on the device: reading each one at once would stall a GPU every step
-        for b in bar:
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
-            loss = training_step(
-                model, schedule, opt, images[idx], None if labels is None else labels[idx],
-                config, step, noise_gen, device, precision,
-            )
-            step += 1
-            pending.append(loss)
-            if b % 20 == 0 or b == batches - 1:
-                losses.extend(torch.stack(pending).tolist())
-                pending = []
-                bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-        bar.close()
-
-        # Conditional runs draw rows of 0..9 with the plain conditional model (w = 1).
-        guidance = Guidance(balanced_labels(config.grid_size)) if config.model.num_classes else None
-        with autocast(device, precision):
-            grid = ddim_sample(ema.model, schedule, config.grid_size, steps=config.grid_steps, seed=config.seed, guidance=guidance).images
-        save_grid(grid, out_dir / f"epoch_{epoch + 1:03d}.png", nrow=10 if guidance else None)
-        _write_losses(out_dir / "loss_history.csv", losses, batches)
-        _atomic_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": asdict(config),
-                "model": model.state_dict(),
-                "ema": ema.model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "epoch": epoch + 1,
-                "losses": torch.tensor(losses),
-                "rng": {"noise": noise_gen.get_state(), "torch": torch.get_rng_state()},
-            },
-            ckpt_path,
-        )
-        save_weights(ema.model.state_dict(), out_dir / EMA_WEIGHTS_NAME, asdict(config))
-    return TrainResult(model, ema.model, schedule, losses, config.epochs, out_dir, precision, device)
-
-
-def _write_losses(path: Path, losses: list[float], steps_per_epoch: int):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "epoch", "loss"])
-        for i, loss in enumerate(losses):
-            writer.writerow([i + 1, i // steps_per_epoch + 1, f"{loss:.6f}"])
-
-
-def load_checkpoint(path: str | Path, device: str = "auto", ema: bool = True) -> tuple[SimpleUNet, NoiseSchedule, TrainConfig]:
-    """The (EMA by default) model of a training checkpoint, its schedule and config, ready to sample."""
-    ckpt = read_checkpoint(path)
-    config = config_from_checkpoint(ckpt)
-    dev = resolve_device(device)
-    model = build_model(config, dev)
-    try:
-        model.load_state_dict(ckpt["ema" if ema else "model"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the weights do not fit the model its config describes ({exc})") from exc
-    return model.eval(), NoiseSchedule(config.schedule, config.timesteps).to(dev), config
+        return Trainer(config, resume=resume, progress=progress, allow_changes=allow_changes).fit()

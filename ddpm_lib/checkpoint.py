@@ -1,0 +1,125 @@
+"""Models on disk: build a SimpleUNet from a config, save and read weights and checkpoints, load any of them.
+
+Two file kinds, neither of which can run code when read:
+
+- ``checkpoint.pt``: everything needed to resume training (weights, EMA,
+  optimizer, step, RNG states, config), read with ``torch.load(weights_only=True)``;
+- ``*.safetensors``: just one set of weights, with the config in its metadata
+  (the EMA weights a run writes, the shipped weights, the classifier).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .device import resolve_device
+from .objective import noise_predictor
+from .pretrained import shipped_path
+from .schedule import NoiseSchedule
+from .unet import SimpleUNet
+
+CHECKPOINT_FORMAT = "ddpm_lib.checkpoint/1"
+CHECKPOINT_NAME = "checkpoint.pt"
+EMA_WEIGHTS_NAME = "ema.safetensors"  # just the averaged weights, for sampling and shipping
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or weights file that cannot be used: unreadable, not ours, or for another architecture."""
+
+
+def build_model(config: TrainConfig, device: torch.device) -> SimpleUNet:
+    # channels_last measured faster on CPU (README, Benchmarks) and suits tensor cores.
+    return SimpleUNet(config.model).to(device, memory_format=torch.channels_last)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """Load and sanity-check a training checkpoint (weights only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} could not be read ({type(exc).__name__}); it is truncated or not a checkpoint. "
+            f"If an interrupted run wrote it, delete it and start again, or point at another checkpoint."
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a ddpm_lib training checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    return ckpt
+
+
+def save_weights(state_dict: dict, path: Path, config: dict) -> None:
+    """Write weights as safetensors with the config in its metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+
+
+def read_weights(path: Path) -> tuple[dict, dict]:
+    """(state_dict, config) of a safetensors file written by ``save_weights``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = json.loads((f.metadata() or {})["config"])
+            return {k: f.get_tensor(k) for k in f.keys()}, config
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a ddpm_lib weights file ({type(exc).__name__}: {exc})") from exc
+
+
+def _ready_to_sample(config: TrainConfig, state: dict, device: str, path) -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
+    dev = resolve_device(device)
+    network = build_model(config, dev)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the model its config describes ({exc})") from exc
+    schedule = NoiseSchedule(config.schedule, config.timesteps).to(dev)
+    return noise_predictor(network.eval(), schedule, config.prediction), schedule, config
+
+
+def load_checkpoint(path: str | Path, device: str = "auto", ema: bool = True) -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
+    """The noise predictor of a training checkpoint (EMA weights by default), its schedule and config."""
+    ckpt = read_checkpoint(path)
+    return _ready_to_sample(TrainConfig.from_saved(ckpt["config"]), ckpt["ema" if ema else "model"], device, path)
+
+
+def load_weights(path: str | Path, device: str = "auto") -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
+    """The noise predictor in a weights file written by ``save_weights``, its schedule and config."""
+    state, saved = read_weights(Path(path))
+    try:
+        config = TrainConfig.from_saved(saved)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} holds no diffusion model config ({exc}); is it the classifier's weights?") from exc
+    return _ready_to_sample(config, state, device, path)
+
+
+def load_model(checkpoint: str | Path | None = None, device: str = "auto", conditional: bool = False):
+    """A training checkpoint (.pt), a weights file (.safetensors), or the shipped model when None.
+
+    ``conditional`` picks the shipped class-conditional model, and for a given
+    checkpoint insists that it is one (and otherwise that it is not).
+    """
+    if checkpoint is None:
+        return load_weights(shipped_path("conditional" if conditional else "unconditional"), device)
+    loader = load_weights if str(checkpoint).endswith(".safetensors") else load_checkpoint
+    model, schedule, config = loader(checkpoint, device)
+    if model.conditional != conditional:
+        raise ValueError(
+            f"{checkpoint} is {'a class-conditional' if model.conditional else 'an unconditional'} model; "
+            + ("add --conditional (Python: conditional=True)" if model.conditional else "drop --conditional or train one with --conditional")
+        )
+    return model, schedule, config
+
+
+def checkpoint_state(config: TrainConfig, **state) -> dict:
+    """What ``checkpoint.pt`` holds: the format tag, the config as a plain dict, and the run's state."""
+    return {"format": CHECKPOINT_FORMAT, "config": asdict(config), **state}

@@ -1,0 +1,129 @@
+"""The training objective: what the network is asked to output, and how much each timestep counts.
+
+Ho et al. (2020) train on L_simple: draw x_0, a timestep t and noise eps, form
+x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, and regress the
+network's output onto eps with a plain mean-squared error, every t weighted
+alike. Notebook 02 derives it from the variational bound. Two refinements from
+the literature are options here, because the recipe was chosen by measuring
+them (README, "The training recipe"):
+
+- the target ("prediction"): eps (Ho et al.), or the velocity
+  v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022);
+- the weighting: uniform (L_simple), or min-SNR-gamma (Hang et al. 2023), which
+  caps the weight of the nearly clean timesteps, whose signal-to-noise ratio
+  SNR(t) = alpha_bar_t / (1 - alpha_bar_t) is large, at gamma / SNR(t).
+
+Whatever the target, the samplers see a noise predictor: ``noise_predictor``
+wraps a v-network so that it answers with eps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .schedule import NoiseSchedule
+
+PREDICTIONS = ("eps", "v")
+WEIGHTINGS = ("uniform", "min_snr")
+
+
+@dataclass(frozen=True)
+class Objective:
+    prediction: str = "eps"  # what the network outputs: "eps" or "v"
+    weighting: str = "uniform"  # "uniform": L_simple; "min_snr": min(SNR(t), gamma) / SNR(t) in eps terms
+    min_snr_gamma: float = 5.0  # gamma of min-SNR; Hang et al. found 5 robust
+
+    def __post_init__(self):
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if not self.min_snr_gamma > 0:
+            raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
+
+    def target(self, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "eps":
+            return noise
+        # v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
+        return schedule._at(schedule.sqrt_alpha_bars, t, x0) * noise - schedule._at(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
+
+    def weight(self, schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
+        """Per-sample weight of the squared error, shape (B,)."""
+        if self.weighting == "uniform":
+            return torch.ones(t.shape, device=t.device)
+        snr = schedule.snr.to(t.device)[t]
+        capped = snr.clamp(max=self.min_snr_gamma)
+        # For a v target, ||v - v_theta||^2 = (SNR + 1) / SNR * ||eps - eps_theta||^2, so the same
+        # weight counted in eps terms reads min(SNR, gamma) / (SNR + 1).
+        return capped / snr if self.prediction == "eps" else capped / (snr + 1)
+
+
+def draw_training_inputs(
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    timesteps: int,
+    generator: torch.Generator,
+    p_uncond: float = 0.0,
+    null_label: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The random part of one step of Algorithm 1: t ~ U{1..T} (code: 0..T-1), eps ~ N(0, I), hidden labels.
+
+    A conditional model's labels are each swapped for its "no label" token with
+    probability ``p_uncond``, so one network learns eps(x_t, t, y) and eps(x_t, t, nothing).
+    """
+    t = torch.randint(0, timesteps, (x0.shape[0],), device=x0.device, generator=generator)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+    if labels is not None:
+        hide = torch.rand(labels.shape, device=labels.device, generator=generator) < p_uncond
+        labels = torch.where(hide, torch.full_like(labels, null_label), labels)
+    return t, noise, labels
+
+
+def diffusion_loss(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    objective: Objective = Objective(),
+) -> torch.Tensor:
+    """L_simple and its refinements: mean over the batch of w(t) || target - network(x_t, t[, y]) ||^2."""
+    x_t = schedule.q_sample(x0, t, noise)
+    output = model(x_t, t) if labels is None else model(x_t, t, labels)
+    per_sample = (output.float() - objective.target(schedule, x0, t, noise)).pow(2).mean(dim=(1, 2, 3))
+    return (objective.weight(schedule, t) * per_sample).mean()
+
+
+class NoiseFromVelocity(nn.Module):
+    """A v-predicting network seen as a noise predictor: eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v."""
+
+    def __init__(self, network: nn.Module, schedule: NoiseSchedule):
+        super().__init__()
+        self.network = network
+        self.schedule = schedule
+
+    @property
+    def config(self):
+        return self.network.config
+
+    @property
+    def conditional(self) -> bool:
+        return self.network.conditional
+
+    @property
+    def null_label(self) -> int:
+        return self.network.null_label
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.network(x_t, t, labels).float()
+        s = self.schedule
+        return s._at(s.sqrt_one_minus_alpha_bars, t, x_t) * x_t + s._at(s.sqrt_alpha_bars, t, x_t) * v
+
+
+def noise_predictor(network: nn.Module, schedule: NoiseSchedule, prediction: str) -> nn.Module:
+    """What the samplers call eps_theta: the network itself, or the network behind the v-to-eps conversion."""
+    return network if prediction == "eps" else NoiseFromVelocity(network, schedule)
