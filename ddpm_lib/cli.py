@@ -24,11 +24,17 @@ def _positive(kind):
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int):
+    from .sampling import SAMPLER_REGISTRY
+
+    samplers = SAMPLER_REGISTRY.values()
+    with_steps = "/".join(s.name for s in samplers if s.uses_steps)
+    with_eta = "/".join(s.name for s in samplers if s.has_eta)
     p.add_argument("--checkpoint", help="training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
     p.add_argument("--n", type=_positive(int), default=n_default, help=f"number of digits (default {n_default})")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="ddpm: all T steps; ddim: --steps steps")
-    p.add_argument("--steps", type=_positive(int), default=50, help="DDIM steps (ignored by ddpm; default 50)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default 0)")
+    p.add_argument("--sampler", choices=tuple(SAMPLER_REGISTRY), default="ddim",
+                   help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
+    p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
+    p.add_argument("--eta", type=float, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive(int), default=500, help="digits sampled at once (memory)")
@@ -58,6 +64,8 @@ def _number_list(kind):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .schedule import SCHEDULE_REGISTRY
+
     parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -68,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=_positive(int), help="train on the first N training digits")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument("--lr", type=float, help="learning rate (default: the trainer's)")
-    p.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
+    p.add_argument("--schedule", choices=tuple(SCHEDULE_REGISTRY), default="linear")
     p.add_argument("--channels", help="widths at 28, 14, 7 pixels, e.g. 32,64,64 (default: the model's)")
     p.add_argument("--amp", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     p.add_argument("--device", default="auto")
@@ -155,7 +163,7 @@ def _sample(args) -> int:
 
     from .plots import save_grid, to_uint8
     from .pretrained import load_any
-    from .sampling import sample_many
+    from .sampling import get_sampler, sample_many
 
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
@@ -171,7 +179,7 @@ def _sample(args) -> int:
     else:
         np.savez_compressed(out, images=to_uint8(images), labels=guidance.labels.numpy().astype(np.uint8))
     what = "" if guidance is None else f", {'rows of 0-9' if args.digit is None else f'digit {args.digit}'}, guidance {guidance.weight:g}"
-    print(f"wrote {args.n} digits ({args.sampler}{'' if args.sampler == 'ddpm' else f', {args.steps} steps'}{what}) to {out}")
+    print(f"wrote {args.n} digits ({get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
     return 0
 
 
