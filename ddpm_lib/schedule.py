@@ -40,8 +40,8 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
 # the notebooks' menus): the function of T giving beta_1 .. beta_T in float64.
 # A schedule added here is offered everywhere else.
 SCHEDULE_REGISTRY: dict[str, Callable[[int], torch.Tensor]] = {
-    "linear": linear_betas,
-    "cosine": cosine_betas,
+    "linear": linear_betas,  # Ho et al. (2020)
+    "cosine": cosine_betas,  # Nichol & Dhariwal (2021)
 }
 
 
@@ -55,8 +55,9 @@ def __getattr__(name: str):
 class NoiseSchedule(nn.Module):
     """Precomputed schedule tensors of length T, each named after its symbol.
 
-    It is an ``nn.Module`` only so that ``schedule.to(device)`` moves every
-    tensor along with the model; it has no parameters.
+    ``kind`` names the schedule in ``SCHEDULE_REGISTRY``. It is an
+    ``nn.Module`` only so that ``schedule.to(device)`` moves every tensor
+    along with the model; it has no parameters.
     """
 
     def __init__(self, kind: str = "linear", timesteps: int = 1000):
