@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import LR_SCHEDULES, TrainConfig
 from .device import PRECISIONS
 from .objective import PREDICTIONS, WEIGHTINGS
-from .schedule import SCHEDULES
+from .schedule import SCHEDULE_REGISTRY
 
 DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
 
@@ -29,11 +29,17 @@ def _positive(kind):
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int):
+    from .sampling import SAMPLER_REGISTRY
+
+    samplers = SAMPLER_REGISTRY.values()
+    with_steps = "/".join(s.name for s in samplers if s.uses_steps)
+    with_eta = "/".join(s.name for s in samplers if s.has_eta)
     p.add_argument("--checkpoint", help="training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
     p.add_argument("--n", type=_positive(int), default=n_default, help=f"number of digits (default {n_default})")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="ddpm: all T steps; ddim: --steps steps")
-    p.add_argument("--steps", type=_positive(int), default=50, help="DDIM steps (ignored by ddpm; default 50)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM (default 0)")
+    p.add_argument("--sampler", choices=tuple(SAMPLER_REGISTRY), default="ddim",
+                   help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
+    p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
+    p.add_argument("--eta", type=float, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=_positive(int), default=500, help="digits sampled at once (memory)")
@@ -78,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--warmup-steps", type=int)
     recipe.add_argument("--lr-schedule", choices=LR_SCHEDULES)
     recipe.add_argument("--ema-decay", type=float)
-    recipe.add_argument("--schedule", choices=SCHEDULES)
+    recipe.add_argument("--schedule", choices=tuple(SCHEDULE_REGISTRY))
     recipe.add_argument("--prediction", choices=PREDICTIONS, help="the network's target: the noise (eps) or the velocity (v)")
     recipe.add_argument("--loss-weighting", choices=WEIGHTINGS)
     recipe.add_argument("--min-snr-gamma", type=_positive(float))
@@ -158,7 +164,7 @@ def _sample(args) -> int:
 
     from .plots import save_grid, to_uint8
     from .checkpoint import load_model
-    from .sampling import sample_many
+    from .sampling import get_sampler, sample_many
 
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
@@ -174,7 +180,7 @@ def _sample(args) -> int:
     else:
         np.savez_compressed(out, images=to_uint8(images), labels=guidance.labels.numpy().astype(np.uint8))
     what = "" if guidance is None else f", {'rows of 0-9' if args.digit is None else f'digit {args.digit}'}, guidance {guidance.weight:g}"
-    print(f"wrote {args.n} digits ({args.sampler}{'' if args.sampler == 'ddpm' else f', {args.steps} steps'}{what}) to {out}")
+    print(f"wrote {args.n} digits ({get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
     return 0
 
 

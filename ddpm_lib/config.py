@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 
 from .device import PRECISIONS
 from .objective import PREDICTIONS, WEIGHTINGS, Objective
-from .schedule import SCHEDULES
+from .schedule import SCHEDULE_REGISTRY
 from .unet import UNetConfig
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -58,7 +58,7 @@ class TrainConfig:
             ("grad_clip", _is_number(self.grad_clip) and self.grad_clip > 0, "a positive number"),
             ("ema_decay", _is_number(self.ema_decay) and 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("ema_warmup", _is_int(self.ema_warmup) and self.ema_warmup >= 1, "a whole number, at least 1"),
-            ("schedule", self.schedule in SCHEDULES, f"one of {SCHEDULES}"),
+            ("schedule", self.schedule in SCHEDULE_REGISTRY, f"one of {tuple(SCHEDULE_REGISTRY)}"),
             ("timesteps", _is_int(self.timesteps) and self.timesteps >= 2, "a whole number, at least 2"),
             ("prediction", self.prediction in PREDICTIONS, f"one of {PREDICTIONS}"),
             ("loss_weighting", self.loss_weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),

@@ -15,6 +15,7 @@ from .checkpoint import load_model, read_weights
 from .device import autocast, model_device, resolve_precision
 from .metrics import DigitClassifier, Evaluation, classify, evaluate_images, gaussian_stats
 from .pretrained import shipped_path
+from .sampling import Guidance, balanced_labels, get_sampler, sample_many
 
 
 def load_classifier() -> DigitClassifier:
@@ -51,18 +52,19 @@ def real_floor(classifier: DigitClassifier, reference, n: int, seed: int = 0) ->
 @dataclass
 class ModelReport:
     sampler: str
-    steps: int
+    steps: int  # as asked for; a sampler that always takes all T steps ignores it
+    timesteps: int  # T of the model's schedule
     samples: Evaluation
     floor: Evaluation
     seconds: float
     guidance: float | None = None  # conditional models: the guidance weight w
 
     def __str__(self) -> str:
-        steps = "1000-step" if self.sampler == "ddpm" else f"{self.steps}-step"
+        run = get_sampler(self.sampler).describe(self.steps, self.timesteps)
         asked = "" if self.guidance is None else f", each digit asked for equally, guidance w={self.guidance:g}"
         ratio = self.samples.fid / self.floor.fid
         return (
-            f"samples ({self.sampler.upper()}, {steps}{asked}, drawn in {self.seconds:.0f} s)\n{self.samples.summary()}\n"
+            f"samples ({run}{asked}, drawn in {self.seconds:.0f} s)\n{self.samples.summary()}\n"
             f"real training digits (the floor)\n{self.floor.summary()}\n"
             f"classifier-FID ratio samples / floor: {ratio:.2f}"
         )
@@ -71,8 +73,6 @@ class ModelReport:
 def measure(model, schedule, classifier, reference, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0,
             batch_size: int = 500, guidance: float | None = None) -> tuple[Evaluation, float]:
     """Draw n digits and score them; with ``guidance`` (conditional models) each digit is asked for n/10 times."""
-    from .sampling import Guidance, balanced_labels, sample_many
-
     labels = None if guidance is None else balanced_labels(n)
     request = None if guidance is None else Guidance(labels, guidance)
     device = model_device(model)
@@ -90,7 +90,7 @@ def evaluate_model(checkpoint, n: int, sampler: str, steps: int, seed: int = 0, 
     model, schedule, _ = load_model(checkpoint, device, conditional=guidance is not None)
     classifier, reference, floor = reference_and_floor(n)
     samples, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, eta, batch_size, guidance)
-    return ModelReport(sampler, steps, samples, floor, seconds, guidance)
+    return ModelReport(sampler, steps, schedule.timesteps, samples, floor, seconds, guidance)
 
 
 CURVE_COLUMNS = ("curve", "sampler", "steps", "guidance", "n", "fid", "floor_fid", "confident", "worst_digit_accuracy", "mean_digit_accuracy", "seconds")
@@ -121,7 +121,7 @@ def guidance_and_steps_curves(model, schedule, n: int, guidance_weights, ddim_st
         evaluation, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, 0.0, batch_size, w)
         accs = evaluation.requested_accuracy
         rows.append({
-            "curve": curve, "sampler": sampler, "steps": steps if sampler == "ddim" else schedule.timesteps, "guidance": w,
+            "curve": curve, "sampler": sampler, "steps": get_sampler(sampler).steps_visited(steps, schedule.timesteps), "guidance": w,
             "n": n, "fid": evaluation.fid, "floor_fid": floor.fid, "confident": evaluation.confident,
             "worst_digit_accuracy": min(accs), "mean_digit_accuracy": sum(accs) / len(accs), "seconds": seconds,
         })  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .sampling import SAMPLER_REGISTRY
 from .schedule import NoiseSchedule
 
 
@@ -174,10 +175,11 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
 
     Top: against the guidance weight w, the share of digits recognised as the
     one asked for (worst digit solid, mean dashed) and classifier-FID. Bottom:
-    against the number of DDIM steps, classifier-FID (DDPM as a dashed level)
-    and the wall time to draw 1,000 digits (w other than 0 and 1 costs two
-    network calls per step). Each set of rows gets one colour; its real-digit
-    floor is the dotted level in the FID panels.
+    against the number of steps, classifier-FID (a sampler that always takes
+    all T steps, DDPM, as a dashed level) and the wall time to draw 1,000
+    digits (w other than 0 and 1 costs two network calls per step). Each set
+    of rows gets one colour; its real-digit floor is the dotted level in the
+    FID panels.
     """
     import matplotlib.pyplot as plt
 
@@ -185,8 +187,6 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
     (acc_ax, fid_w_ax), (fid_steps_ax, time_ax) = axes
     for (name, rows), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         by_w = sorted((r for r in rows if r["curve"] == "guidance"), key=lambda r: r["guidance"])
-        ddim = sorted((r for r in rows if r["curve"] == "steps" and r["sampler"] == "ddim"), key=lambda r: r["steps"])
-        ddpm = [r for r in rows if r["curve"] == "steps" and r["sampler"] == "ddpm"]
         n = rows[0]["n"]
         w = [r["guidance"] for r in by_w]
         acc_ax.plot(w, [100 * r["worst_digit_accuracy"] for r in by_w], "o-", color=colour, label=f"{name}: worst digit")
@@ -194,14 +194,20 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
         fid_w_ax.plot(w, [r["fid"] for r in by_w], "o-", color=colour, label=name)
         fid_w_ax.axhline(rows[0]["floor_fid"], color=colour, linestyle=":", label=f"real digits, N = {n:,}")
         fid_steps_ax.axhline(rows[0]["floor_fid"], color=colour, linestyle=":")
-        for guidance, marker in zip(sorted({r["guidance"] for r in ddim}), "os^v"):
-            line = [r for r in ddim if r["guidance"] == guidance]
-            steps = [r["steps"] for r in line]
-            fid_steps_ax.plot(steps, [r["fid"] for r in line], marker + "-", color=colour, label=f"{name}: DDIM, w = {guidance:g}")
-            time_ax.plot(steps, [1000 * r["seconds"] / r["n"] for r in line], marker + "-", color=colour, label=f"{name}: DDIM, w = {guidance:g}")
-        for r in ddpm:
-            fid_steps_ax.axhline(r["fid"], color=colour, linestyle="--", label=f"{name}: DDPM {r['steps']} steps, w = {r['guidance']:g}")
-            time_ax.plot([r["steps"]], [1000 * r["seconds"] / r["n"]], "s", color=colour, markerfacecolor="none", label=f"{name}: DDPM, w = {r['guidance']:g}")
+        for sampler in SAMPLER_REGISTRY.values():
+            measured = sorted((r for r in rows if r["curve"] == "steps" and r["sampler"] == sampler.name), key=lambda r: r["steps"])
+            if sampler.uses_steps:  # a line against the number of steps for each w
+                for guidance, marker in zip(sorted({r["guidance"] for r in measured}), "os^v"):
+                    line = [r for r in measured if r["guidance"] == guidance]
+                    steps = [r["steps"] for r in line]
+                    label = f"{name}: {sampler.label}, w = {guidance:g}"
+                    fid_steps_ax.plot(steps, [r["fid"] for r in line], marker + "-", color=colour, label=label)
+                    time_ax.plot(steps, [1000 * r["seconds"] / r["n"] for r in line], marker + "-", color=colour, label=label)
+            else:  # always all T steps: a level to hold the lines against
+                for r in measured:
+                    fid_steps_ax.axhline(r["fid"], color=colour, linestyle="--", label=f"{name}: {sampler.label} {r['steps']} steps, w = {r['guidance']:g}")
+                    time_ax.plot([r["steps"]], [1000 * r["seconds"] / r["n"]], "s", color=colour, markerfacecolor="none",
+                                 label=f"{name}: {sampler.label}, w = {r['guidance']:g}")
     acc_ax.set(xlabel="guidance weight w", ylabel="% recognised as the digit asked for", title="guidance: asked-for digit")
     fid_w_ax.set(xlabel="guidance weight w", ylabel="classifier-FID (lower is better)", title="guidance: distance to real digits")
     fid_steps_ax.set(xscale="log", xlabel="DDIM steps", ylabel="classifier-FID", title="steps: quality")

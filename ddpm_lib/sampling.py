@@ -11,6 +11,9 @@ less noisy x is built from x0_hat and eps.
   noise at all, with eta = 1 it has the same step variance as DDPM.
 
 Both loops are written out in full below so they can be read against the papers.
+Everything else (``sample``, the command line, the notebooks' explorers, the
+labels of reports and plots) finds them by name in ``SAMPLER_REGISTRY``, so a
+new sampler is one ``register_sampler`` call away from being offered everywhere.
 
 A class-conditional model can be steered by classifier-free guidance
 (Ho & Salimans 2022): ask the network for its noise guess with the label and
@@ -25,14 +28,13 @@ writes the same rule with w' = w - 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .schedule import NoiseSchedule
-
-SAMPLERS = ("ddpm", "ddim")
 
 
 @dataclass
@@ -203,13 +205,76 @@ def ddim_sample(
     return recorder.result(x.clamp(-1, 1))
 
 
-def sample(model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, **kwargs) -> SampleResult:
-    """Dispatch by name; ``steps`` is ignored by DDPM, which always takes T steps."""
-    if sampler == "ddpm":
-        return ddpm_sample(model, schedule, n, seed=seed, **kwargs)
-    if sampler == "ddim":
-        return ddim_sample(model, schedule, n, steps=steps, seed=seed, **kwargs)
-    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+@dataclass(frozen=True)
+class Sampler:
+    """A reverse process as the rest of the library sees it: its name, how to run it, how to describe a run.
+
+    name: the spelling users type (``sample(..., sampler=name)``, ``--sampler``,
+    the explorers' menus); label: how reports and pictures write it.
+    ``run(model, schedule, n, *, steps, eta, seed, clip_x0, return_trajectory, x_T, guidance)``
+    draws n digits; a sampler ignores what it has no use for:
+    uses_steps: False for one that always visits all T timesteps, whatever ``steps`` says;
+    has_eta: whether ``eta``, the amount of fresh noise per step, means anything to it.
+    """
+
+    name: str
+    label: str
+    run: Callable[..., SampleResult]
+    uses_steps: bool
+    has_eta: bool
+
+    def steps_visited(self, steps: int, timesteps: int) -> int:
+        """How many network calls a run asked for ``steps`` makes on a schedule of ``timesteps`` (T)."""
+        return steps if self.uses_steps else timesteps
+
+    def describe(self, steps: int, timesteps: int) -> str:
+        """A run in words for captions and reports, e.g. "DDIM, 50 steps" or "DDPM, 1000 steps" (T = 1000)."""
+        return f"{self.label}, {self.steps_visited(steps, timesteps)} steps"
+
+
+# Every sampler by name, in the order menus and help texts list them (the default first).
+SAMPLER_REGISTRY: dict[str, Sampler] = {}
+
+
+def register_sampler(sampler: Sampler) -> Sampler:
+    """Offer ``sampler`` under its name to ``sample``, the command line and the explorers; a taken name is refused."""
+    if sampler.name in SAMPLER_REGISTRY:
+        raise ValueError(f"a sampler named {sampler.name!r} is already registered")
+    SAMPLER_REGISTRY[sampler.name] = sampler
+    return sampler
+
+
+def get_sampler(name: str) -> Sampler:
+    """The registered sampler called ``name``; an unknown name is refused with the known ones."""
+    if name not in SAMPLER_REGISTRY:
+        raise ValueError(f"sampler must be one of {tuple(SAMPLER_REGISTRY)}, got {name!r}")
+    return SAMPLER_REGISTRY[name]
+
+
+def __getattr__(name: str):
+    # SAMPLERS is read from the registry at each use, so it also names samplers registered after import.
+    if name == "SAMPLERS":
+        return tuple(SAMPLER_REGISTRY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _run_ddpm(model, schedule, n, *, steps, eta, seed, clip_x0, return_trajectory, x_T, guidance) -> SampleResult:
+    del steps, eta  # DDPM visits all T timesteps and draws fresh noise at each of them
+    return ddpm_sample(model, schedule, n, seed=seed, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance)
+
+
+register_sampler(Sampler("ddim", "DDIM", run=ddim_sample, uses_steps=True, has_eta=True))
+register_sampler(Sampler("ddpm", "DDPM", run=_run_ddpm, uses_steps=False, has_eta=False))
+
+
+def sample(
+    model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, *, eta: float = 0.0, clip_x0: bool = True,
+    return_trajectory: bool = False, x_T: torch.Tensor | None = None, guidance: Guidance | None = None,
+) -> SampleResult:
+    """Run the registered sampler called ``sampler``; those that always take all T steps ignore ``steps``."""
+    return get_sampler(sampler).run(
+        model, schedule, n, steps=steps, eta=eta, seed=seed, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance
+    )
 
 
 def sample_many(
@@ -222,12 +287,11 @@ def sample_many(
     """
     if guidance is not None and len(guidance.labels) != n:
         raise ValueError(f"guidance has {len(guidance.labels)} labels for n = {n} digits; give one label per digit")
-    extra = {"eta": eta} if sampler == "ddim" else {}
     batches = []
     for k, start in enumerate(range(0, n, batch_size)):
         stop = min(n, start + batch_size)
         part = None if guidance is None else Guidance(guidance.labels[start:stop], guidance.weight)
-        batches.append(sample(model, schedule, stop - start, sampler, steps, seed=seed + k, guidance=part, **extra).images.cpu())
+        batches.append(sample(model, schedule, stop - start, sampler, steps, seed=seed + k, eta=eta, guidance=part).images.cpu())
     return torch.cat(batches)
 
 

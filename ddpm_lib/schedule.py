@@ -12,11 +12,10 @@ row ``i`` of every tensor below holds the paper's t = i + 1. A timestep tensor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
-
-SCHEDULES = ("linear", "cosine")
 
 
 def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02, max_beta: float = 0.999) -> torch.Tensor:
@@ -37,17 +36,34 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
 
+# Every schedule by the name users type (``NoiseSchedule(kind)``, ``--schedule``,
+# the notebooks' menus): the function of T giving beta_1 .. beta_T in float64.
+# A schedule added here is offered everywhere else.
+SCHEDULE_REGISTRY: dict[str, Callable[[int], torch.Tensor]] = {
+    "linear": linear_betas,  # Ho et al. (2020)
+    "cosine": cosine_betas,  # Nichol & Dhariwal (2021)
+}
+
+
+def __getattr__(name: str):
+    # SCHEDULES is read from the registry at each use, so it also names schedules added after import.
+    if name == "SCHEDULES":
+        return tuple(SCHEDULE_REGISTRY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class NoiseSchedule(nn.Module):
     """Precomputed schedule tensors of length T, each named after its symbol.
 
-    It is an ``nn.Module`` only so that ``schedule.to(device)`` moves every
-    tensor along with the model; it has no parameters.
+    ``kind`` names the schedule in ``SCHEDULE_REGISTRY``. It is an
+    ``nn.Module`` only so that ``schedule.to(device)`` moves every tensor
+    along with the model; it has no parameters.
     """
 
     def __init__(self, kind: str = "linear", timesteps: int = 1000):
         super().__init__()
-        if kind not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+        if kind not in SCHEDULE_REGISTRY:
+            raise ValueError(f"schedule must be one of {tuple(SCHEDULE_REGISTRY)}, got {kind!r}")
         if timesteps < 2:
             raise ValueError(f"timesteps must be at least 2, got {timesteps}")
         self.kind = kind
@@ -55,7 +71,7 @@ class NoiseSchedule(nn.Module):
 
         # Computed in float64, stored in float32: the running product over
         # 1000 steps loses digits in float32.
-        betas = linear_betas(timesteps) if kind == "linear" else cosine_betas(timesteps)
+        betas = SCHEDULE_REGISTRY[kind](timesteps)  # beta_t
         alphas = 1 - betas
         alpha_bars = torch.cumprod(alphas, dim=0)
         alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])

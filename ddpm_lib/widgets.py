@@ -2,9 +2,9 @@
 
 An explorer is a row of controls above a picture of labelled panels and a
 one-line caption; every change of a control redraws the picture. The pieces
-any explorer needs live in functions here (``panels_png``, ``array_to_png``,
-``show``) and in the base class ``PanelExplorer``, so that each notebook's
-explorer only says what to draw.
+any explorer needs live in functions here (``panels_png``, ``show``) and in the
+base class ``PanelExplorer``, so that each notebook's explorer only says what
+to draw; ``SamplingExplorer`` adds what the explorers of sampling runs share.
 
 Compatibility contract
 ----------------------
@@ -38,26 +38,20 @@ from typing import NamedTuple
 
 import IPython.display
 import ipywidgets
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from . import sampling
 from .plots import grid_array, to_uint8
-from .sampling import SAMPLERS, Trajectory
-from .schedule import SCHEDULES, NoiseSchedule
+from .sampling import SAMPLER_REGISTRY, Trajectory, get_sampler
+from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
 
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
 
 PANEL_SCALE = 6  # a 28-pixel digit becomes 168 screen pixels
 PANEL_GAP = 10  # white pixels between neighbouring panels
 TITLE_HEIGHT = 22  # pixels above the panels for their titles
-
-
-def array_to_png(pixels: np.ndarray, scale: int = 1) -> bytes:
-    """A uint8 grey (H, W) array as PNG bytes, enlarged ``scale`` times without blurring the pixels."""
-    return _encode_png(_enlarge(Image.fromarray(pixels), scale))
 
 
 def panels_png(images: torch.Tensor, titles: Sequence[str], scale: int = PANEL_SCALE) -> bytes:
@@ -166,11 +160,11 @@ class ForwardNoisingExplorer(PanelExplorer):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, timesteps: int = 1000, seed: int = 0):
         self.images = images.detach().float().cpu()
         self.noise = torch.randn(self.images.shape, generator=torch.Generator().manual_seed(seed))
-        self.schedules = {kind: NoiseSchedule(kind, timesteps) for kind in SCHEDULES}
+        self.schedules = {kind: NoiseSchedule(kind, timesteps) for kind in SCHEDULE_REGISTRY}
 
         # The slider's own readout would show the code index; the caption shows the paper's t instead.
         self.t = ipywidgets.IntSlider(value=timesteps // 4 - 1, min=0, max=timesteps - 1, description="t", readout=False)
-        self.schedule = ipywidgets.Dropdown(options=list(SCHEDULES), value=SCHEDULES[0], description="schedule")
+        self.schedule = ipywidgets.Dropdown(options=list(self.schedules), value=next(iter(self.schedules)), description="schedule")
         names = [f"#{i}" if labels is None else f"#{i}: a {int(labels[i])}" for i in range(len(self.images))]
         self.digit = ipywidgets.Dropdown(options=[(name, i) for i, name in enumerate(names)], value=0, description="digit")
         super().__init__([self.t, self.schedule, self.digit], label="forward noising explorer")
@@ -199,39 +193,125 @@ class ForwardNoisingExplorer(PanelExplorer):
 COMPACT = {"style": {"description_width": "initial"}}  # labels sized to their text, so a row of controls fits
 
 
-class SamplerControls:
-    """The controls both sampling explorers share: sampler, DDIM steps, seed, and a Sample button.
+def grid_panel(images: torch.Tensor, nrow: int | None = None) -> torch.Tensor:
+    """Digits (N, 1, H, W) tiled as in the notebooks' grids (``plots.grid_array``), as one panel (1, H', W') in [-1, 1]."""
+    # grid_array gives uint8; panels_png expects [-1, 1].
+    return torch.from_numpy(grid_array(images, nrow)).float().div(127.5).sub(1).unsqueeze(0)
 
-    ``steps`` is offered only for DDIM (DDPM always takes all T steps), so it
-    is greyed out while the sampler is DDPM.
+
+class SamplerControls:
+    """The controls both sampling explorers share: sampler, steps, seed, and a Sample button.
+
+    The sampler menu offers every sampler in ``sampling.SAMPLER_REGISTRY``.
+    ``steps`` is greyed out while the chosen sampler ignores it (DDPM always
+    takes all T steps).
     """
 
-    DDIM_STEP_CHOICES = (10, 20, 50, 100)
+    STEP_CHOICES = (10, 20, 50, 100)
 
     def __init__(self, schedule: NoiseSchedule, sampler: str, steps: int, seed: int, tooltip: str):
-        step_choices = [choice for choice in self.DDIM_STEP_CHOICES if choice <= schedule.timesteps]
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        step_choices = [choice for choice in self.STEP_CHOICES if choice <= schedule.timesteps]
+        uses_steps = get_sampler(sampler).uses_steps
         if steps not in step_choices:
             raise ValueError(f"steps must be one of {step_choices}, got {steps!r}")
         self.timesteps = schedule.timesteps
         self.sampler = ipywidgets.Dropdown(
-            options=["ddim", "ddpm"], value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **COMPACT
+            options=list(SAMPLER_REGISTRY), value=sampler, description="sampler", layout=ipywidgets.Layout(width="140px"), **COMPACT
         )
         self.steps = ipywidgets.Dropdown(
-            options=step_choices, value=steps, description="steps", disabled=sampler == "ddpm",
+            options=step_choices, value=steps, description="steps", disabled=not uses_steps,
             layout=ipywidgets.Layout(width="120px"), **COMPACT,
         )  # fmt: skip
         self.seed = ipywidgets.IntText(value=seed, description="seed", layout=ipywidgets.Layout(width="120px"), **COMPACT)
         self.button = ipywidgets.Button(description="Sample", tooltip=tooltip, button_style="primary")
-        self.sampler.observe(self._offer_steps_only_for_ddim, names="value")
+        self.sampler.observe(self._offer_steps_only_where_used, names="value")
 
     def requested_steps(self) -> int:
-        """Steps of the run the controls ask for: T for DDPM, whatever ``steps`` says."""
-        return self.timesteps if self.sampler.value == "ddpm" else self.steps.value
+        """Steps of the run the controls ask for: whatever ``steps`` says, or T for a sampler that ignores it."""
+        return get_sampler(self.sampler.value).steps_visited(self.steps.value, self.timesteps)
 
-    def _offer_steps_only_for_ddim(self, change: dict) -> None:
-        self.steps.disabled = change["new"] == "ddpm"
+    def _offer_steps_only_where_used(self, change: dict) -> None:
+        self.steps.disabled = not get_sampler(change["new"]).uses_steps
+
+
+def describe_run(sampler: str, steps: int) -> str:
+    """A run whose number of steps is already known (T for DDPM) in words, e.g. "DDIM, 50 steps"."""
+    return get_sampler(sampler).describe(steps, timesteps=steps)
+
+
+class SamplingExplorer(PanelExplorer):
+    """A ``PanelExplorer`` over sampling runs, behind the ``SamplerControls`` and a Sample button.
+
+    The controls take effect when **Sample** is pressed, not at once: a run is
+    slow (DDPM makes T network calls, about a minute for 16 digits on one CPU
+    core), and a reader may want to change more than one of them first. Until
+    then the caption says that the picture and the controls disagree. If a run
+    fails, the caption says why and the picture stays; a callback that raised
+    or printed would land in the cell's stored output instead.
+
+    The ``RUNS_KEPT`` most recent runs are kept by their settings, so going back
+    to earlier settings is instant.
+
+    A subclass says what decides a run (``requested``: settings whose ``str``
+    names the run), how to draw one (``draw``) and how to show the requested
+    run (``show_run``: fetch what it needs through ``run_for``, then put it
+    where ``panels`` and ``caption_html`` read it). ``leading`` controls come
+    before the sampler's in the row.
+    """
+
+    RUNS_KEPT: int
+
+    def __init__(self, controls: SamplerControls, leading: Sequence[ipywidgets.ValueWidget], label: str):
+        self.controls = controls
+        self.sampler, self.steps, self.seed, self.sample_button = controls.sampler, controls.steps, controls.seed, controls.button
+        self.runs: OrderedDict[tuple, object] = OrderedDict()  # by settings, least recently used first
+        self.shown = self.requested()
+        self.show_run(self.shown)
+        super().__init__([*leading, self.sampler, self.steps, self.seed], label, buttons=[self.sample_button])
+        self.sample_button.on_click(self.show_requested)
+
+    def requested(self) -> tuple:
+        """The settings of the run the controls ask for."""
+        raise NotImplementedError
+
+    def draw(self, settings: tuple) -> object:
+        """Draw the run with ``settings`` (slow)."""
+        raise NotImplementedError
+
+    def show_run(self, settings: tuple) -> None:
+        """Make the run with ``settings`` the one ``panels`` and ``caption_html`` read; leave everything as it was if drawing fails."""
+        raise NotImplementedError
+
+    def run_for(self, settings: tuple) -> object:
+        """The run with ``settings``: kept from before, or drawn now and kept."""
+        run = self.runs[settings] if settings in self.runs else self.draw(settings)
+        self.keep(settings, run)
+        return run
+
+    def keep(self, settings: tuple, run: object) -> None:
+        """Keep ``run`` as the most recent, forgetting the oldest beyond ``RUNS_KEPT``."""
+        self.runs[settings] = run
+        self.runs.move_to_end(settings)
+        while len(self.runs) > self.RUNS_KEPT:
+            self.runs.popitem(last=False)
+
+    def show_requested(self, _button: ipywidgets.Button | None = None) -> None:
+        """Show the run the controls ask for, drawing it first unless it is kept (the Sample button)."""
+        settings = self.requested()
+        if settings not in self.runs:
+            self.caption.value = f"Sampling {settings} …"
+        try:
+            self.show_run(settings)
+        except Exception as error:  # raised in a callback, it would land in the cell's output; the caption is the place
+            self.caption.value = f"<b>Sampling {settings} failed</b>: {html.escape(f'{type(error).__name__}: {error}')}"
+            return
+        self.shown = settings
+        self.redraw()
+
+    def waiting_for_sample(self) -> str:
+        """The end of the caption while the controls ask for another run than the one shown, else nothing."""
+        requested = self.requested()
+        return "" if requested == self.shown else f". The controls ask for {requested}: press <b>Sample</b> to see it."
 
 
 class SamplingSettings(NamedTuple):
@@ -242,22 +322,17 @@ class SamplingSettings(NamedTuple):
     seed: int
 
     def __str__(self) -> str:
-        return f"{self.sampler.upper()}, {self.steps} steps, seed {self.seed}"
+        return f"{describe_run(self.sampler, self.steps)}, seed {self.seed}"
 
 
-class ReverseSamplingExplorer(PanelExplorer):
+class ReverseSamplingExplorer(SamplingExplorer):
     """Scrub through a sampling run: x_t and the network's guesses of x_0 and of the noise, at every step.
 
     A run is drawn once by ``sampling.sample(..., return_trajectory=True)``, whose
     ``Trajectory`` holds all three pictures for every visited step, so moving
     ``t`` only redraws from it. ``sampler``, ``steps`` and ``seed`` take effect
-    when **Sample** is pressed, not at once: a run is slow (DDPM makes T network
-    calls, about a minute for 16 digits on one CPU core), and a reader may want
-    to change more than one of them first. Until then the caption says that the
-    picture and the controls disagree.
-
-    The most recent runs are kept by their ``SamplingSettings``, so going back
-    to earlier settings is instant; ``remember`` adds a run drawn elsewhere.
+    when **Sample** is pressed (see ``SamplingExplorer``); ``remember`` adds a
+    run drawn elsewhere to the kept ones.
 
     The slider ``t`` holds the row of the trajectory: the first visited step
     (the paper's t = T, pure noise) on the left, the last (t = 1) on the right.
@@ -270,35 +345,29 @@ class ReverseSamplingExplorer(PanelExplorer):
     def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: str = "ddim", steps: int = 50, seed: int = 0):
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        self.controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw a run with these settings")
-        self.sampler, self.steps, self.seed, self.sample_button = self.controls.sampler, self.controls.steps, self.controls.seed, self.controls.button
         self.model, self.schedule, self.n = model, schedule, n
-        self.trajectories: OrderedDict[SamplingSettings, Trajectory] = OrderedDict()  # least recently used first
-
-        self.shown = self.requested()
-        self.trajectory = self.trajectory_for(self.shown)
-        last = len(self.trajectory.timesteps) - 1
-        # The slider's own readout would show the row; the caption shows the paper's t instead.
-        self.step = ipywidgets.IntSlider(
-            value=last, min=0, max=last, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **COMPACT
-        )
-        super().__init__([self.step, self.sampler, self.steps, self.seed], label="reverse sampling explorer", buttons=[self.sample_button])
-        self.sample_button.on_click(self.show_requested)
+        # The slider's own readout would show the row; the caption shows the paper's t instead. Its range follows the run shown.
+        self.step = ipywidgets.IntSlider(value=0, min=0, max=0, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **COMPACT)
+        controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw a run with these settings")
+        super().__init__(controls, [self.step], label="reverse sampling explorer")
 
     def requested(self) -> SamplingSettings:
         """The run the controls ask for; DDPM always visits all T steps, whatever ``steps`` says."""
         return SamplingSettings(self.sampler.value, self.controls.requested_steps(), self.seed.value)
 
-    def trajectory_for(self, settings: SamplingSettings) -> Trajectory:
-        """The trajectory of the run with ``settings``: kept from before, or drawn now (slow) and kept."""
-        if settings in self.trajectories:
-            trajectory = self.trajectories[settings]
-        else:
-            trajectory = sampling.sample(
-                self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, return_trajectory=True
-            ).trajectory
-        self._keep(settings, trajectory)
-        return trajectory
+    def draw(self, settings: SamplingSettings) -> Trajectory:
+        return sampling.sample(
+            self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, return_trajectory=True
+        ).trajectory
+
+    def show_run(self, settings: SamplingSettings) -> None:
+        """Show the run with ``settings`` at its last step."""
+        self.trajectory = self.run_for(settings)
+        last = len(self.trajectory.timesteps) - 1
+        # Range and value change together: one at a time, the old range could clamp the new value.
+        with self.step.hold_trait_notifications():
+            self.step.max = last
+            self.step.value = last
 
     def remember(self, trajectory: Trajectory, sampler: str, seed: int) -> None:
         """Keep a run drawn elsewhere, so that choosing its settings and pressing Sample shows it at once.
@@ -306,50 +375,20 @@ class ReverseSamplingExplorer(PanelExplorer):
         The number of steps is read off the trajectory. It must come from this
         explorer's model and schedule with ``n`` samples; only ``n`` can be checked.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        get_sampler(sampler)  # refuses an unknown name
         if trajectory.x_t.shape[1] != self.n:
             raise ValueError(f"the trajectory holds {trajectory.x_t.shape[1]} samples, but this explorer shows n = {self.n}")
-        self._keep(SamplingSettings(sampler, len(trajectory.timesteps), seed), trajectory)
-
-    def show_requested(self, _button: ipywidgets.Button | None = None) -> None:
-        """Show the run the controls ask for at its last step, drawing it first unless it is kept (the Sample button)."""
-        settings = self.requested()
-        if settings not in self.trajectories:
-            self.caption.value = f"Sampling {settings} … ({settings.steps} network calls)"
-        try:
-            trajectory = self.trajectory_for(settings)
-        except Exception as error:  # raised in a callback, it would land in the cell's output; the caption is the place
-            self.caption.value = f"<b>Sampling {settings} failed</b>: {html.escape(f'{type(error).__name__}: {error}')}"
-            return
-        self.shown, self.trajectory = settings, trajectory
-        last = len(trajectory.timesteps) - 1
-        # Range and value change together: one at a time, the old range could clamp the new value.
-        with self.step.hold_trait_notifications():
-            self.step.max = last
-            self.step.value = last
-        self.redraw()
+        self.keep(SamplingSettings(sampler, len(trajectory.timesteps), seed), trajectory)
 
     def panels(self) -> tuple[torch.Tensor, list[str]]:
         row = self.step.value
         pictures = (self.trajectory.x_t, self.trajectory.x0_pred, self.trajectory.noise_pred)
-        # Tiled as in the notebook's grids (grid_array gives uint8), then mapped back to the [-1, 1] that panels expect.
-        grids = [torch.from_numpy(grid_array(picture[row])).float().div(127.5).sub(1) for picture in pictures]
         t = self.trajectory.timesteps[row] + 1
-        return torch.stack(grids).unsqueeze(1), [f"x_t at t = {t}", "predicted x_0", "predicted noise"]
+        return torch.stack([grid_panel(picture[row]) for picture in pictures]), [f"x_t at t = {t}", "predicted x_0", "predicted noise"]
 
     def caption_html(self) -> str:
         row, rows = self.step.value, len(self.trajectory.timesteps)
-        caption = f"<b>t = {self.trajectory.timesteps[row] + 1}</b>, step {row + 1} of {rows} of the run {self.shown}"
-        if (requested := self.requested()) != self.shown:
-            caption += f". The controls ask for {requested}: press <b>Sample</b> to see it."
-        return caption
-
-    def _keep(self, settings: SamplingSettings, trajectory: Trajectory) -> None:
-        self.trajectories[settings] = trajectory
-        self.trajectories.move_to_end(settings)
-        while len(self.trajectories) > self.RUNS_KEPT:
-            self.trajectories.popitem(last=False)
+        return f"<b>t = {self.trajectory.timesteps[row] + 1}</b>, step {row + 1} of {rows} of the run {self.shown}" + self.waiting_for_sample()
 
 
 class GuidanceSettings(NamedTuple):
@@ -363,18 +402,17 @@ class GuidanceSettings(NamedTuple):
 
     def __str__(self) -> str:
         digits = "rows of 0-9" if self.digit == GuidanceExplorer.ALL_DIGITS else f"{self.digit}s"
-        return f"{digits}, w = {self.guidance:g}, {self.sampler.upper()} {self.steps} steps, seed {self.seed}"
+        return f"{digits}, w = {self.guidance:g}, {describe_run(self.sampler, self.steps)}, seed {self.seed}"
 
 
-class GuidanceExplorer(PanelExplorer):
+class GuidanceExplorer(SamplingExplorer):
     """Ask a class-conditional model for a digit: choose it, the guidance weight w and the sampler, press Sample.
 
     Beside the grid drawn with the chosen w is the same request at w = 0 (the
     label ignored, same noise), so the effect of guidance is seen against no
     guidance. With a ``classifier`` the caption says how many of the digits it
-    reads as the one asked for. As in ``ReverseSamplingExplorer``, the
-    controls take effect on **Sample** (a DDPM run is slow on a CPU); the
-    most recent runs are kept, so going back to earlier settings is instant.
+    reads as the one asked for. The controls take effect on **Sample** (see
+    ``SamplingExplorer``).
     """
 
     ALL_DIGITS = -1
@@ -393,11 +431,7 @@ class GuidanceExplorer(PanelExplorer):
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}")
-        self.controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw digits with these settings")
-        self.sampler, self.steps, self.seed, self.sample_button = self.controls.sampler, self.controls.steps, self.controls.seed, self.controls.button
         self.model, self.schedule, self.n, self.classifier = model, schedule, n, classifier
-        self.runs: OrderedDict[GuidanceSettings, torch.Tensor] = OrderedDict()
-
         self.digit = ipywidgets.Dropdown(
             options=[("0-9", self.ALL_DIGITS)] + [(str(k), k) for k in range(10)], value=digit, description="digit",
             layout=ipywidgets.Layout(width="120px"), **COMPACT,
@@ -405,13 +439,8 @@ class GuidanceExplorer(PanelExplorer):
         self.guidance = ipywidgets.FloatSlider(
             value=guidance, min=0, max=self.GUIDANCE_MAX, step=0.5, description="w", layout=ipywidgets.Layout(width="260px"), **COMPACT
         )
-
-        self.shown = self.requested()
-        self.images = self.images_for(self.shown)
-        self.unguided = self.images_for(self.shown._replace(guidance=0.0))
-        controls = [self.digit, self.guidance, self.sampler, self.steps, self.seed]
-        super().__init__(controls, label="guidance explorer", buttons=[self.sample_button])
-        self.sample_button.on_click(self.show_requested)
+        controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw digits with these settings")
+        super().__init__(controls, [self.digit, self.guidance], label="guidance explorer")
 
     def requested(self) -> GuidanceSettings:
         return GuidanceSettings(self.digit.value, float(self.guidance.value), self.sampler.value, self.controls.requested_steps(), self.seed.value)
@@ -419,34 +448,21 @@ class GuidanceExplorer(PanelExplorer):
     def labels(self, digit: int) -> torch.Tensor:
         return sampling.balanced_labels(self.n) if digit == self.ALL_DIGITS else torch.full((self.n,), digit)
 
-    def images_for(self, settings: GuidanceSettings) -> torch.Tensor:
-        """The digits drawn with ``settings``: kept from before, or drawn now and kept."""
-        if settings not in self.runs:
-            guidance = sampling.Guidance(self.labels(settings.digit), settings.guidance)
-            self.runs[settings] = sampling.sample(
-                self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, guidance=guidance
-            ).images.cpu()
-        self.runs.move_to_end(settings)
-        while len(self.runs) > self.RUNS_KEPT:
-            self.runs.popitem(last=False)
-        return self.runs[settings]
+    def draw(self, settings: GuidanceSettings) -> torch.Tensor:
+        guidance = sampling.Guidance(self.labels(settings.digit), settings.guidance)
+        return sampling.sample(
+            self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, guidance=guidance
+        ).images.cpu()
 
-    def show_requested(self, _button: ipywidgets.Button | None = None) -> None:
-        """Draw (or recall) the requested run and its w = 0 twin, and show them (the Sample button)."""
-        settings = self.requested()
-        self.caption.value = f"Sampling {settings} …"
-        try:
-            images, unguided = self.images_for(settings), self.images_for(settings._replace(guidance=0.0))
-        except Exception as error:  # raised in a callback, it would land in the cell's output; the caption is the place
-            self.caption.value = f"<b>Sampling {settings} failed</b>: {html.escape(f'{type(error).__name__}: {error}')}"
-            return
-        self.shown, self.images, self.unguided = settings, images, unguided
-        self.redraw()
+    def show_run(self, settings: GuidanceSettings) -> None:
+        """Show the digits drawn with ``settings`` and their w = 0 twin (kept apart, so other w share it)."""
+        images, unguided = self.run_for(settings), self.run_for(settings._replace(guidance=0.0))
+        self.images, self.unguided = images, unguided
 
     def panels(self) -> tuple[torch.Tensor, list[str]]:
         nrow = 10 if self.shown.digit == self.ALL_DIGITS else None
-        grids = [torch.from_numpy(grid_array(images, nrow)).float().div(127.5).sub(1) for images in (self.images, self.unguided)]
-        return torch.stack(grids).unsqueeze(1), [f"w = {self.shown.guidance:g}", "w = 0 (label ignored)"]
+        grids = torch.stack([grid_panel(images, nrow) for images in (self.images, self.unguided)])
+        return grids, [f"w = {self.shown.guidance:g}", "w = 0 (label ignored)"]
 
     def caption_html(self) -> str:
         caption = f"<b>{self.shown}</b>"
@@ -456,9 +472,7 @@ class GuidanceExplorer(PanelExplorer):
             asked = self.labels(self.shown.digit)
             hits = [int((classify(self.classifier, images)[1].argmax(1) == asked).sum()) for images in (self.images, self.unguided)]
             caption += f": the classifier reads {hits[0]} of {self.n} as the digit asked for ({hits[1]} at w = 0)"
-        if (requested := self.requested()) != self.shown:
-            caption += f". The controls ask for {requested}: press <b>Sample</b> to see it."
-        return caption
+        return caption + self.waiting_for_sample()
 
 
 def _enlarge(picture: Image.Image, scale: int) -> Image.Image:

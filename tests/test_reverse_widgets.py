@@ -148,7 +148,7 @@ def test_only_the_most_recent_runs_are_kept(explorer, sampler_calls, monkeypatch
     for seed in (1, 2):
         explorer.seed.value = seed
         explorer.sample_button.click()
-    assert list(explorer.trajectories) == [SamplingSettings("ddim", 10, 1), SamplingSettings("ddim", 10, 2)]
+    assert list(explorer.runs) == [SamplingSettings("ddim", 10, 1), SamplingSettings("ddim", 10, 2)]
     explorer.seed.value = 0
     explorer.sample_button.click()
     assert sampler_calls[-1] == SamplingSettings("ddim", 10, 0)  # dropped, so drawn again

@@ -7,8 +7,9 @@ References, all independent of ddpm_lib's own formulas:
 - Ho et al. (2020) Algorithm 2, step by step: mean 1/sqrt(alpha_t) (x_t - beta_t /
   sqrt(1 - abar_t) eps), variance beta_tilde_t (the posterior variance), with the
   noise draws reproduced from the seed;
-- Song et al. (2021) eq. 12 for DDIM, and the identity sigma_t^2(eta = 1) = beta_tilde_t,
-  both exactly and as the empirical variance of many sampled steps;
+- Song et al. (2021) eq. 12 for DDIM, and the identity sigma_t^2(eta = 1) = beta_tilde_t:
+  exactly, as DDIM(eta = 1) over all T steps reproducing a DDPM run from the same
+  seed, and as the empirical variance of many sampled steps;
 - bookkeeping: seeds, trajectories, the DDIM timestep subset, bad arguments.
 
 Schedule constants are recomputed from betas in float64 (``Consts``), not read
@@ -23,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm_lib.sampling import ddim_sample, ddim_timesteps, ddpm_sample, predict, sample
+from ddpm_lib.sampling import SAMPLER_REGISTRY, ddim_sample, ddim_timesteps, ddpm_sample, predict, sample
 from ddpm_lib.schedule import NoiseSchedule
 
 T = 50
@@ -171,16 +172,21 @@ def test_ddim_every_step_is_song_eq_12(eta):
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
-def test_ddim_sigma_at_eta_1_over_all_steps_equals_beta_tilde(kind):
-    # With every timestep visited abar_t / abar_{t-1} = alpha_t, and sigma^2 reduces to
-    # (1 - abar_{t-1}) / (1 - abar_t) * beta_t: DDIM(eta = 1) has DDPM's step variance.
+def test_ddim_at_eta_1_over_all_steps_is_ddpm(kind):
+    # With every timestep visited abar_t / abar_{t-1} = alpha_t, so sigma^2 (eq. 16, eta = 1) reduces to
+    # (1 - abar_{t-1}) / (1 - abar_t) * beta_t = beta_tilde_t, and the rest of eq. 12 to the posterior
+    # mean: DDIM(eta = 1) is DDPM. Both samplers draw x_T and then one z per step but the last from
+    # the seed, in the same order, so from one seed the two runs must coincide step by step.
     schedule = NoiseSchedule(kind, 1000)
     c = Consts(schedule)
-    variance = schedule.posterior_variance.double().tolist()
     for t in range(1, 1000):
-        sigma2 = ddim_sigma(c.abar[t], c.abar[t - 1], 1.0) ** 2
-        assert sigma2 == pytest.approx(c.beta_tilde[t], rel=1e-9)
-        assert variance[t] == pytest.approx(sigma2, rel=1e-4)
+        assert ddim_sigma(c.abar[t], c.abar[t - 1], 1.0) ** 2 == pytest.approx(c.beta_tilde[t], rel=1e-9)
+    model = PointOracle(schedule, wobble=0.5)
+    ddpm = ddpm_sample(model, schedule, 2, seed=4, clip_x0=False, return_trajectory=True)
+    ddim = ddim_sample(model, schedule, 2, steps=1000, eta=1.0, seed=4, clip_x0=False, return_trajectory=True)
+    assert ddim.trajectory.timesteps == ddpm.trajectory.timesteps
+    torch.testing.assert_close(ddim.trajectory.x_t, ddpm.trajectory.x_t, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ddim.images, ddpm.images, rtol=1e-4, atol=1e-4)
 
 
 def test_ddpm_and_ddim_eta1_steps_have_the_same_empirical_distribution():
@@ -321,7 +327,10 @@ def test_negative_eta_raises():
         ddim_sample(PointOracle(schedule), schedule, 1, steps=5, eta=-0.1)
 
 
-def test_unknown_sampler_raises():
+def test_unknown_sampler_is_refused_in_one_line_naming_the_known_ones():
     schedule = NoiseSchedule("linear", T)
-    with pytest.raises(ValueError, match="sampler"):
+    with pytest.raises(ValueError, match="sampler must be one of") as refusal:
         sample(PointOracle(schedule), schedule, 1, "euler")
+    message = str(refusal.value)
+    assert "\n" not in message and "'euler'" in message
+    assert all(f"'{name}'" in message for name in SAMPLER_REGISTRY)

@@ -20,7 +20,7 @@ import math
 import pytest
 import torch
 
-from ddpm_lib.schedule import NoiseSchedule
+from ddpm_lib.schedule import SCHEDULE_REGISTRY, NoiseSchedule
 
 T = 1000
 
@@ -304,9 +304,12 @@ def test_snr_is_alpha_bar_over_one_minus_alpha_bar_and_strictly_decreasing(kind)
 # ---------------------------------------------------------------- bad input
 
 
-def test_unknown_schedule_name_raises_naming_the_parameter():
-    with pytest.raises(ValueError, match="schedule"):
+def test_unknown_schedule_name_is_refused_in_one_line_naming_the_known_ones():
+    with pytest.raises(ValueError, match="schedule must be one of") as refusal:
         NoiseSchedule("quadratic", 100)
+    message = str(refusal.value)
+    assert "\n" not in message and "'quadratic'" in message
+    assert all(f"'{name}'" in message for name in SCHEDULE_REGISTRY)
 
 
 @pytest.mark.parametrize("timesteps", [1, 0, -5])

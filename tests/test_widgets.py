@@ -22,7 +22,7 @@ from IPython.display import display
 from IPython.utils.capture import capture_output
 from PIL import Image
 
-from ddpm_lib.widgets import WIDGET_VIEW_MIMETYPE, ForwardNoisingExplorer, array_to_png, panels_png, show
+from ddpm_lib.widgets import TITLE_HEIGHT, WIDGET_VIEW_MIMETYPE, ForwardNoisingExplorer, panels_png, show
 
 TIMESTEPS = 1000
 
@@ -124,11 +124,11 @@ def test_callbacks_print_nothing(explorer, capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_array_to_png_enlarges_without_blurring():
-    pixels = np.array([[0, 255], [255, 0]], dtype=np.uint8)
-    picture = Image.open(io.BytesIO(array_to_png(pixels, scale=3)))
-    assert picture.size == (6, 6)
-    assert set(np.asarray(picture).flatten()) == {0, 255}
+def test_panels_png_enlarges_without_blurring():
+    # The digits hold only -1 and +1: enlarged without interpolation, the panels are black and white, no grey.
+    picture = np.asarray(Image.open(io.BytesIO(panels_png(plus_and_bar(), ["a", "b"], scale=3))))
+    assert picture.shape[0] == TITLE_HEIGHT + 28 * 3
+    assert set(picture[TITLE_HEIGHT:].flatten()) == {0, 255}
 
 
 def test_panels_png_lays_panels_side_by_side():
