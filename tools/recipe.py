@@ -1,0 +1,123 @@
+"""(Maintainers) measure training recipes: sample quality against training time or steps.
+
+    python tools/recipe.py --variant baseline --variant ema_0.99 --minutes 2,5,10,20 --out recipe_cpu.csv
+    python tools/recipe.py --variant all --steps 250,500,1000,2000,3000 --out recipe_steps.csv
+
+Each variant is the default TrainConfig with a few fields changed (VARIANTS
+below). It trains once, and at each mark (minutes of optimisation on this
+machine, or a step count) draws N digits with DDIM-50 from the EMA weights
+and scores them with the shipped classifier: confident fraction and
+classifier-FID against the MNIST test set, with the floor of real digits at
+the same N. Sampling and scoring are not counted as training time. One CSV
+row per (variant, mark); the README's recipe table is made from such rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ddpm_lib.config import TrainConfig
+from ddpm_lib.device import autocast
+from ddpm_lib.evaluation import reference_and_floor
+from ddpm_lib.metrics import evaluate_images
+from ddpm_lib.sampling import sample_many
+from ddpm_lib.trainer import Trainer
+
+# name -> the fields that differ from the default TrainConfig ("model" fields go in a nested dict).
+VARIANTS = {
+    "baseline": {},
+    "ema_0.99": {"ema_decay": 0.99},
+    "ema_0.995": {"ema_decay": 0.995},
+    "ema_off": {"ema_decay": 0.0},
+    "min_snr": {"loss_weighting": "min_snr"},
+    "v": {"prediction": "v"},
+    "v_min_snr": {"prediction": "v", "loss_weighting": "min_snr"},
+    "cosine_schedule": {"schedule": "cosine"},
+    "lr_1e-3": {"lr": 1e-3},
+    "lr_4e-3": {"lr": 4e-3},
+    "batch_64": {"batch_size": 64},
+    "batch_32": {"batch_size": 32},
+    "batch_32_lr_1e-3": {"batch_size": 32, "lr": 1e-3},
+    "no_attention": {"model": {"attention": False}},
+    "narrow_8_16_32": {"model": {"channels": (8, 16, 32)}},
+    "wide_32_64_128": {"model": {"channels": (32, 64, 128)}},
+}
+COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes")
+
+
+def variant_config(name: str, base: TrainConfig, extra: dict | None = None) -> TrainConfig:
+    changes = {**VARIANTS[name], **(extra or {})}
+    model = replace(base.model, **changes.pop("model", {}))
+    return replace(base, model=model, **changes)
+
+
+def parse_variant(text: str) -> list[str]:
+    names = list(VARIANTS) if text == "all" else text.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)} or all")
+    return names
+
+
+def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int, seed: int = 1):
+    """Yield one row per mark; ``by`` is "minutes" (of optimisation on this machine) or "steps"."""
+    classifier, reference, floor = reference_and_floor(n)
+    trainer = Trainer(replace(config, out_dir=None, epochs=10_000), progress=False)
+    trained = 0.0
+    for mark in marks:
+        if by == "steps":
+            trained += trainer.train_steps(int(mark) - trainer.step)
+        else:
+            while trained < mark * 60:
+                trained += trainer.train_steps(10)
+        with autocast(trainer.device, trainer.precision):
+            images = sample_many(trainer.sampler_model(), trainer.schedule, n, "ddim", 50, seed=seed)
+        scores = evaluate_images(classifier, images, reference)
+        yield {
+            "variant": name, "device": str(trainer.device), "mark": f"{mark:g} {by}", "steps": trainer.step,
+            "images": trainer.step * config.batch_size, "train_seconds": round(trained, 1), "n": n,
+            "confident": round(scores.confident, 4), "fid": round(scores.fid, 4), "floor_fid": round(floor.fid, 4),
+            "fid_ratio": round(scores.fid / floor.fid, 2), "changes": VARIANTS[name] or "default",
+        }  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", type=parse_variant, action="extend", required=True, help="a name from VARIANTS, or all")
+    marks = parser.add_mutually_exclusive_group(required=True)
+    marks.add_argument("--minutes", help="comma-separated minutes of training at which to measure")
+    marks.add_argument("--steps", help="comma-separated step counts at which to measure")
+    parser.add_argument("--n", type=int, default=2000, help="digits drawn at each mark")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default="auto")
+    parser.add_argument("--out", required=True, help="CSV file; rows are appended")
+    args = parser.parse_args(argv)
+    by = "minutes" if args.minutes else "steps"
+    points = sorted(float(m) for m in (args.minutes or args.steps).split(","))
+    base = TrainConfig(device=args.device, amp=args.amp)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not out.exists()
+    with open(out, "a", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        if new_file:
+            writer.writeheader()
+        for name in args.variant:
+            start = time.perf_counter()
+            for row in measure(name, variant_config(name, base), points, by, args.n):
+                writer.writerow(row)
+                f.flush()
+                print(f"{name:>18}  {row['mark']:>12}  {row['steps']:>6} steps  {row['confident']:.1%} confident  "
+                      f"FID {row['fid']:.3f} ({row['fid_ratio']}x floor)  [{time.perf_counter() - start:.0f} s]", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
