@@ -9,6 +9,7 @@ sampling  DDPM (Algorithm 2) and DDIM reverse processes,  (generation)
 data      MNIST, fetched and verified                     (input)
 metrics   a digit classifier and classifier-FID           (judging)
 evaluation  the model cards' figures and notebook 04's curves
+exercises the notebooks' exercises: check(name, function) in one line
 plots, widgets, pretrained, cli, bench                    (around them)
 """
 
