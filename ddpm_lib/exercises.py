@@ -27,8 +27,8 @@ In the first three, ``t`` is a LongTensor of shape (n,), one timestep per image,
 in the two sampler steps it is a plain int, as in the samplers' loops. Images are (n, 1, 28, 28).
 
 Where each right answer comes from (the checker never writes the correct formula a second time):
-``NoiseSchedule.q_sample`` and ``NoiseSchedule.posterior``; ``trainer.diffusion_loss``, whose draws
-of t and noise are replayed; consecutive states of ``sampling.ddpm_sample`` and
+``NoiseSchedule.q_sample`` and ``NoiseSchedule.posterior``; ``objective.diffusion_loss`` given the
+same t and noise; consecutive states of ``sampling.ddpm_sample`` and
 ``sampling.ddim_sample`` run with a scripted noise predictor; ``sampling.guided_noise`` asked with a
 scripted class-conditional network.
 """
@@ -45,7 +45,7 @@ from torch import nn
 from .sampling import Guidance, ddim_sample, ddpm_sample
 from .sampling import guided_noise as library_guided_noise
 from .schedule import NoiseSchedule
-from .trainer import diffusion_loss
+from .objective import diffusion_loss
 from .unet import SimpleUNet, UNetConfig
 
 SEED = 0  # every input the checker makes is drawn from generators seeded from this
@@ -209,12 +209,10 @@ def _training_loss_cases(schedule, model):
     cases = []
     for k in range(3):
         x0 = _digits(_generator(10 + k)).to(device)
-        # diffusion_loss draws t, then the noise, from the generator it is given: the same draws
-        # from an identically seeded generator are the t and noise it used.
-        replay = torch.Generator(device).manual_seed(SEED + 20 + k)
-        t = torch.randint(0, schedule.timesteps, (BATCH,), device=device, generator=replay)
-        noise = torch.randn(x0.shape, device=device, generator=replay)
-        expected = diffusion_loss(model, schedule, x0, torch.Generator(device).manual_seed(SEED + 20 + k))
+        draws = _generator(20 + k)
+        t = torch.randint(0, schedule.timesteps, (BATCH,), generator=draws).to(device)
+        noise = torch.randn(x0.shape, generator=draws).to(device)
+        expected = diffusion_loss(model, schedule, x0, t, noise)
         cases.append(Case(f"batch {k + 1}", (model, x0, t, noise, schedule), expected))
     return cases
 
