@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quality", action="store_true", help="also train until 90%% of samples are confidently classified")
     p.add_argument("--quality-minutes", type=_positive(float), default=20, help="give up after this many minutes of training")
+    p.add_argument("--seconds", type=_positive(float), default=8.0, help="time each training row for this long")
     return parser
 
 
@@ -262,7 +263,7 @@ def _sweep(args) -> int:
 def _bench(args) -> int:
     from .bench import run_bench
 
-    print(run_bench(args.device, quality=args.quality, quality_minutes=args.quality_minutes))
+    print(run_bench(args.device, quality=args.quality, quality_minutes=args.quality_minutes, seconds=args.seconds))
     return 0
 
 

@@ -48,10 +48,14 @@ def resolve_precision(amp: str, device: torch.device) -> str:
     return "fp32"
 
 
-def autocast(device: torch.device, precision: str):
-    """The network's arithmetic in ``precision`` (a no-op for fp32); the sampler's own maths stays fp32."""
+def autocast(device: torch.device, precision: str, cache_casts: bool = True):
+    """The network's arithmetic in ``precision`` (a no-op for fp32); the sampler's own maths stays fp32.
+
+    ``cache_casts`` keeps each weight's low-precision copy for the whole block (a sampler calls the
+    network many times with the same weights); a CUDA graph must not record such a cache.
+    """
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=cache_casts)
 
 
 def model_device(model: nn.Module) -> torch.device:

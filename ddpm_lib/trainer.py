@@ -140,7 +140,7 @@ class Trainer:
         The CUDA graph records exactly this function; its learning rate and EMA weight are read from
         tensors the trainer fills before each replay.
         """
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision, cache_casts=False):
             loss = diffusion_loss(self.model, self.schedule, x0, t, noise, labels, self.objective)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -191,6 +191,10 @@ class Trainer:
         self.epoch = self.step // self.steps_per_epoch
         return time.perf_counter() - start
 
+    @property
+    def graphed(self) -> bool:
+        return self._graph is not None
+
     def sampler_model(self) -> nn.Module:
         """The EMA weights as the samplers' eps_theta."""
         return noise_predictor(self.ema.model, self.schedule, self.config.prediction)
@@ -217,7 +221,7 @@ class Trainer:
                 self._write_epoch_outputs(epoch + 1)
         return TrainResult(
             self.model, self.sampler_model(), self.schedule, self.losses, self.epoch, self.step, self.out_dir, self.precision,
-            self.device, seconds, self._graph is not None,
+            self.device, seconds, self.graphed,
         )  # fmt: skip
 
     def _write_epoch_outputs(self, epoch: int):
