@@ -38,20 +38,21 @@ from ddpm_lib.unet import UNetConfig
 wide = TrainConfig(model=UNetConfig(channels=(32, 64, 128)), batch_size=256, device="cuda")
 rates = {amp: train_throughput(replace(wide, amp=amp), seconds=3)[0] for amp in ("fp32", "bf16")}
 amp = max(rates, key=rates.get)
-budget_seconds = 270
-epochs = int(min(120, max(15, budget_seconds * rates[amp] * 0.4 / 60_000)))
+budget_seconds = 230
+epochs = int(min(120, max(15, budget_seconds * rates[amp] * 0.35 / 60_000)))
 import sys; print(f"wide model rates {rates}", file=sys.stderr)
 print(amp, epochs)
 EOF
 )
+AMP=${AMP:-bf16}; EPOCHS=${EPOCHS:-40}  # if the probe failed
 log "shipped: amp=$AMP epochs=$EPOCHS"
 for kind in unconditional conditional; do
   flag=""; [ $kind = conditional ] && flag="--conditional"
-  timeout 330 python3 -m ddpm_lib train --epochs $EPOCHS $WIDE $flag --amp $AMP --quiet --out $WORK/$kind \
+  timeout 290 python3 -m ddpm_lib train --epochs $EPOCHS $WIDE $flag --amp $AMP --quiet --out $WORK/$kind \
     > $WORK/logs/train_$kind.txt 2>&1 &
 done
 MARKS=100,200,300,500,750,1000,1500,2000,2500,3000
-screen() { timeout 320 python3 tools/recipe.py --amp fp32 --n 2000 --out $WORK/screen/$1.csv "${@:2}" > $WORK/logs/screen_$1.txt 2>&1; }
+screen() { timeout 290 python3 tools/recipe.py --amp fp32 --n 2000 --out $WORK/screen/$1.csv "${@:2}" > $WORK/logs/screen_$1.txt 2>&1; }
 screen p1 --variant baseline,ema_0.99,ema_0.995,ema_off --steps $MARKS &
 screen p2 --variant min_snr,v,v_min_snr,cosine_schedule --steps $MARKS &
 screen p3 --variant lr_1e-3,lr_4e-3,no_attention,narrow_8_16_32,wide_32_64_128 --steps $MARKS &
@@ -66,7 +67,7 @@ timeout 60 python3 -m ddpm_lib evaluate --checkpoint $U --n 2000 --sampler ddpm 
 timeout 60 python3 -m ddpm_lib evaluate --checkpoint $U --n 2000 --sampler ddim --steps 50 > $WORK/eval_uncond_ddim50_2k.txt 2>&1
 timeout 60 python3 -m ddpm_lib evaluate --conditional --guidance 2 --checkpoint $C --n 10000 > $WORK/eval_cond_w2_10k.txt 2>&1
 log "evaluations done"; cat $WORK/eval_*.txt
-timeout 100 python3 -m ddpm_lib sweep --checkpoint $C --n 5000 --out $WORK/conditional_curves.csv > $WORK/logs/sweep.txt 2>&1
+timeout 70 python3 -m ddpm_lib sweep --checkpoint $C --n 3000 --out $WORK/conditional_curves.csv > $WORK/logs/sweep.txt 2>&1
 log "sweep rc=$?"
 
 cp $U $OUT/unconditional.safetensors 2>/dev/null; cp $C $OUT/conditional.safetensors 2>/dev/null
