@@ -64,7 +64,7 @@ def sampling_seconds(device, sampler: str, steps: int, precision: str, n: int = 
     return time.perf_counter() - start
 
 
-def minutes_to_quality(config: TrainConfig, target: float = 0.9, max_minutes: float = 20, every_minutes: float = 2.5,
+def minutes_to_quality(config: TrainConfig, target: float = 0.9, max_minutes: float = 20, every_minutes: float = 5,
                        n_eval: int = 1000) -> tuple[float | None, list[str]]:
     """Train ``config``'s recipe, checking n_eval DDIM-50 samples every ``every_minutes`` of training.
 

@@ -272,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import MNISTUnavailable
     from .checkpoint import CheckpointError
     from .pretrained import ShippedWeightsError
+    from .runfolder import RunFolderError
 
     try:
         return {
@@ -282,9 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             "bench": _bench,
             "train-classifier": _train_classifier,
         }[args.command](args)
-    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, FileExistsError, ValueError) as exc:
+    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, RunFolderError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the last finished epoch's checkpoint is intact; continue with --resume", file=sys.stderr)
+        hint = ": the last finished epoch's checkpoint is intact; continue with --resume" if args.command == "train" else ""
+        print(f"\ninterrupted{hint}", file=sys.stderr)
         return 130

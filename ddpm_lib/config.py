@@ -32,7 +32,7 @@ class TrainConfig:
     schedule: str = "linear"
     timesteps: int = 1000
     prediction: str = "eps"  # the network's target: "eps" (Ho et al.) or "v" (Salimans & Ho); see objective.py
-    loss_weighting: str = "uniform"  # "uniform" (L_simple) or "min_snr" (Hang et al.); see objective.py
+    loss_weighting: str = "min_snr"  # "min_snr" (Hang et al. 2023) or "uniform" (L_simple); see objective.py
     min_snr_gamma: float = 5.0
     model: UNetConfig = field(default_factory=UNetConfig)
     p_uncond: float = 0.1  # conditional models: chance of hiding the label during training

@@ -127,3 +127,23 @@ class NoiseFromVelocity(nn.Module):
 def noise_predictor(network: nn.Module, schedule: NoiseSchedule, prediction: str) -> nn.Module:
     """What the samplers call eps_theta: the network itself, or the network behind the v-to-eps conversion."""
     return network if prediction == "eps" else NoiseFromVelocity(network, schedule)
+
+
+@torch.no_grad()
+def noise_error_by_timestep(noise_model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, bins: int = 20,
+                            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ||eps - eps_theta(x_t, t)||^2 per pixel for the digits ``x0`` at ``bins`` evenly spaced t.
+
+    ``noise_model`` is what the samplers call (``noise_predictor``), so models trained with any target
+    are compared in the same units. Returns the paper's t of each bin and the mean error there.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    device = next(noise_model.parameters()).device
+    timesteps = torch.linspace(0, schedule.timesteps - 1, bins).round().long()
+    errors = []
+    for t in timesteps:
+        noise = torch.randn(x0.shape, generator=generator).to(device)  # drawn on the CPU: the same on any device
+        t_batch = torch.full((len(x0),), int(t), dtype=torch.long, device=device)
+        x_t = schedule.q_sample(x0.to(device), t_batch, noise)
+        errors.append((noise_model(x_t, t_batch).float() - noise).pow(2).mean().cpu())
+    return timesteps + 1, torch.stack(errors)

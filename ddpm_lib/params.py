@@ -192,3 +192,22 @@ def validate(values: Mapping[str, Any], spec: Mapping[str, Param]) -> dict[str, 
     if problems:
         raise NotebookParameterError(f"{len(problems)} parameters need changing: " + "; ".join(problems))
     return clean
+
+
+# Notebook 02's parameters (its papermill "parameters" cell documents each one).
+TRAINING_NOTEBOOK = {
+    "epochs": Param(int, minimum=1),
+    "batch_size": Param(int, minimum=1),
+    "lr": Param(float, minimum=1e-8),
+    "loss_weighting": Param(str, choices=("uniform", "min_snr")),
+    "schedule": Param(str, choices=("linear", "cosine")),
+    "channels": Param(list[int], minimum=8, length=3),
+    "ema_decay": Param(float, minimum=0, maximum=0.99999),
+    "train_subset": Param(int, minimum=1, maximum=60_000, allow_none=True),
+    "device": Param(str),
+    "amp": Param(str, choices=("auto", "fp32", "bf16", "fp16")),
+    "out_dir": Param(str),
+    "resume": Param(bool),
+    "seed": Param(int, minimum=0),
+    "n_evaluate": Param(int, minimum=200, note="the classifier-FID needs more digits than its 128 features"),
+}

@@ -216,3 +216,57 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
+
+
+def plot_loss_weights(schedule: NoiseSchedule, min_snr_gamma: float = 5.0):
+    """How much each timestep's noise error counts under each objective, in units of ||eps - eps_theta||^2.
+
+    The variational bound weighs L_{t-1} by beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)) with
+    sigma_t^2 = beta_tilde_t (Ho et al. eq. 12; t = 1 is the decoder term L_0 and is left out).
+    L_simple drops that weight (1 for every t); predicting x_0 or v instead of eps, or min-SNR,
+    amounts to other weights, written here through SNR(t) = alpha_bar_t / (1 - alpha_bar_t).
+    """
+    import matplotlib.pyplot as plt
+
+    s = schedule
+    t = np.arange(2, s.timesteps + 1)  # the paper's t; code index t - 1
+    rows = slice(1, None)
+    bound = (s.betas[rows] ** 2 / (2 * s.posterior_variance[rows] * s.alphas[rows] * (1 - s.alpha_bars[rows]))).numpy()
+    snr = s.snr[rows].numpy()
+    curves = {
+        "variational bound (its weight, dropped by Ho et al.)": bound,
+        "L_simple: eps target, every t alike": np.ones_like(snr),
+        f"min-SNR-{min_snr_gamma:g}: min(SNR, {min_snr_gamma:g}) / SNR": np.minimum(snr, min_snr_gamma) / snr,
+        "x_0 target, counted in eps terms: 1 / SNR": 1 / snr,
+        "v target, counted in eps terms: (SNR + 1) / SNR": (snr + 1) / snr,
+    }
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    for (label, weight), style in zip(curves.items(), ("-", "-", "-", "--", ":")):
+        ax.plot(t, weight, style, label=label, linewidth=2 if "bound" in label or "simple" in label else 1.5)
+    ax.set(xlabel="timestep t", ylabel="weight on ||eps - eps_theta||^2", yscale="log", title=f"{s.kind} schedule, T = {s.timesteps}")
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+def plot_timestep_embedding(embedding: torch.Tensor, timesteps: Sequence[int]):
+    """The sinusoidal embedding as a heat map: one row per timestep, one column per feature."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
+    image = ax.imshow(embedding.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest",
+                      extent=(-0.5, embedding.shape[1] - 0.5, timesteps[-1] + 0.5, timesteps[0] - 0.5))
+    ax.set(xlabel="feature (sines, then cosines; fast to slow)", ylabel="timestep t")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def plot_loss_by_timestep(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
+    """Mean squared noise error against t, one line per model: (bin centres, mean error)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    for label, (centres, error) in curves.items():
+        ax.plot(centres, error, marker="o", markersize=3, label=label)
+    ax.set(xlabel="timestep t", ylabel="mean ||eps - eps_theta||^2 per pixel", yscale="log")
+    ax.legend()
+    return fig

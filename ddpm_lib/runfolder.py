@@ -401,3 +401,18 @@ def _as_lists(value):
     if isinstance(value, (list, tuple)):
         return [_as_lists(v) for v in value]
     return value
+
+
+def set_aside(out_dir: str | Path) -> Path | None:
+    """Rename an existing run folder to ``<name>.previous-K`` (the first free K), so that a fresh run
+    can take its place and nothing is lost; returns the new name, or None if there was nothing there."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return None
+    k = 1
+    while (target := out_dir.with_name(f"{out_dir.name}.previous-{k}")).exists():
+        k += 1
+    with RunLock(out_dir):  # not while another process writes it
+        pass
+    out_dir.rename(target)
+    return target

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ddpm_lib.trainer import TrainConfig
+from ddpm_lib.config import TrainConfig
 from ddpm_lib.unet import UNetConfig
 
 TINY_MODEL = UNetConfig(channels=(8, 16, 16), attention=False)

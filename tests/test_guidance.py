@@ -37,7 +37,9 @@ import ddpm_lib.trainer as trainer_module
 from ddpm_lib.data import load_mnist
 from ddpm_lib.metrics import DigitClassifier, evaluate_images, gaussian_stats
 from ddpm_lib.plots import to_uint8
-from ddpm_lib.pretrained import load_any, save_weights
+from ddpm_lib.checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint, save_weights
+from ddpm_lib.config import TrainConfig
+from ddpm_lib.objective import diffusion_loss, draw_training_inputs
 from ddpm_lib.sampling import (
     Guidance,
     balanced_labels,
@@ -49,7 +51,7 @@ from ddpm_lib.sampling import (
     sample_many,
 )
 from ddpm_lib.schedule import NoiseSchedule
-from ddpm_lib.trainer import CheckpointError, TrainConfig, load_checkpoint, read_checkpoint, train
+from ddpm_lib.trainer import train
 from ddpm_lib.unet import SimpleUNet, UNetConfig
 
 UNCOND = UNetConfig(channels=(8, 16, 16), attention=True)
@@ -307,7 +309,8 @@ def spy_losses(p_uncond: float, labels: torch.Tensor, calls: int = 1, seed: int 
     x0 = torch.rand(len(labels), 1, 28, 28, generator=gen(seed + 1)) * 2 - 1
     with torch.no_grad():
         for _ in range(calls):
-            loss = trainer_module.diffusion_loss(spy, schedule, x0, g, labels, p_uncond)
+            t, noise, shown = draw_training_inputs(x0, labels, schedule.timesteps, g, p_uncond, spy.null_label)
+            loss = diffusion_loss(spy, schedule, x0, t, noise, shown)
             assert loss.ndim == 0 and torch.isfinite(loss)
     assert len(spy.seen) == calls
     return torch.stack(spy.seen)
@@ -416,14 +419,14 @@ def conditional_run(tmp_path_factory):
         grid_size=4, grid_steps=2, device="cpu", warmup_steps=10, p_uncond=0.25,
     )  # fmt: skip
     seen = []
-    real_loss = trainer_module.diffusion_loss
+    real_draw = trainer_module.draw_training_inputs
 
-    def recording_loss(model, schedule, x0, generator, labels=None, p_uncond=0.0):
+    def recording_draw(x0, labels, timesteps, generator, p_uncond=0.0, null_label=None):
         seen.append((x0.detach().contiguous().clone(), None if labels is None else labels.clone(), p_uncond))
-        return real_loss(model, schedule, x0, generator, labels, p_uncond)
+        return real_draw(x0, labels, timesteps, generator, p_uncond, null_label)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_module, "diffusion_loss", recording_loss)
+        mp.setattr(trainer_module, "draw_training_inputs", recording_draw)
         result = train(config, progress=False)
     return SimpleNamespace(config=config, out=out, ckpt=out / "checkpoint.pt", seen=seen, result=result)
 
@@ -460,18 +463,18 @@ def test_resuming_a_conditional_run_unconditionally_is_refused(conditional_run):
 
 
 @pytest.mark.parametrize("name", ["checkpoint.pt", "ema.safetensors"])
-def test_load_any_insists_on_the_right_kind(conditional_run, name, tmp_path):
+def test_load_model_insists_on_the_right_kind(conditional_run, name, tmp_path):
     path = conditional_run.out / name
     with pytest.raises(ValueError, match="add --conditional"):
-        load_any(path, "cpu", conditional=False)
-    model, _, _ = load_any(path, "cpu", conditional=True)
+        load_model(path, "cpu", conditional=False)
+    model, _, _ = load_model(path, "cpu", conditional=True)
     assert model.conditional
     # And the converse: unconditional weights asked for as conditional.
     plain = tmp_path / "plain.safetensors"
     save_weights(SimpleUNet(UNCOND).state_dict(), plain, asdict(TrainConfig(model=UNCOND)))
     with pytest.raises(ValueError, match="drop --conditional"):
-        load_any(plain, "cpu", conditional=True)
-    assert not load_any(plain, "cpu")[0].conditional
+        load_model(plain, "cpu", conditional=True)
+    assert not load_model(plain, "cpu")[0].conditional
 
 
 # ----------------------------------------------------------------------- CLI
@@ -526,10 +529,10 @@ def test_cli_conditional_npz_equals_the_python_api(conditional_run, tmp_path):
 
 
 def test_shipped_weights_come_in_both_kinds():
-    conditional, _, config = load_any(None, "cpu", conditional=True)
+    conditional, _, config = load_model(None, "cpu", conditional=True)
     assert conditional.conditional and config.model.num_classes == 10
     assert conditional.label_emb.weight.shape[0] == 11
-    unconditional, _, config = load_any(None, "cpu")
+    unconditional, _, config = load_model(None, "cpu")
     assert not unconditional.conditional and config.model.num_classes == 0
 
 

@@ -28,7 +28,7 @@ def test_retrain_headless(tmp_path):
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10, "the loss did not fall"
 
 
-@pytest.mark.parametrize("name, value, message", [("epochs", -1, "epochs must be at least 1"), ("schedule", "quadratic", "schedule must be one of")])
+@pytest.mark.parametrize("name, value, message", [("epochs", -1, "epochs must be a whole number, at least 1"), ("schedule", "quadratic", "schedule must be one of"), ("resume", "maybe", "resume must be true or false")])
 def test_nonsense_parameter_fails_naming_it(tmp_path, name, value, message):
     with pytest.raises(papermill.PapermillExecutionError) as error:
         run_training(tmp_path, **{name: value, "out_dir": str(tmp_path / "run")})
@@ -41,12 +41,14 @@ def test_help_notebook_documents_every_parameter():
         [sys.executable, "-m", "papermill", "--help-notebook", str(TRAINING)], capture_output=True, text=True, check=True
     )
     documented = result.stdout
-    for name in ("epochs", "batch_size", "lr", "schedule", "channels", "device", "amp", "train_subset", "out_dir", "seed", "resume"):
+    names = ("epochs", "batch_size", "lr", "loss_weighting", "schedule", "channels", "ema_decay", "train_subset", "device", "amp",
+             "out_dir", "resume", "seed", "n_evaluate")
+    for name in names:
         line = next((l for l in documented.splitlines() if l.strip().startswith(f"{name}:")), None)
         assert line is not None, f"{name} missing from papermill --help-notebook"
         assert "(default" in line, f"{name} has no type/default: {line}"
     # Every parameter has a help text (papermill puts it after the default, possibly on the next line).
-    assert documented.count("(default") == 11 and "None for all of them" in documented
+    assert documented.count("(default") == len(names) and "None for all of them" in documented
 
 
 GUIDANCE = NOTEBOOKS / "04_guidance_and_fast_sampling.ipynb"

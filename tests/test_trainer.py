@@ -1,12 +1,16 @@
 """Training on real MNIST: the loss falls, resuming is exact, and bad checkpoints are refused clearly."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
 
 import ddpm_lib.trainer as trainer_module
-from ddpm_lib.trainer import CheckpointError, TrainConfig, load_checkpoint, read_checkpoint, train
+from ddpm_lib.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from ddpm_lib.config import TrainConfig
+from ddpm_lib.trainer import train
+from ddpm_lib.unet import UNetConfig
 
 
 def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -27,10 +31,10 @@ def test_run_writes_grids_history_and_checkpoint(tiny_config):
     train(config, progress=False)
     out = config.out_dir
     for name in ("epoch_001.png", "epoch_002.png", "loss_history.csv", "checkpoint.pt"):
-        assert (trainer_module.Path(out) / name).exists(), name
-    lines = (trainer_module.Path(out) / "loss_history.csv").read_text().splitlines()
+        assert (Path(out) / name).exists(), name
+    lines = (Path(out) / "loss_history.csv").read_text().splitlines()
     assert lines[0] == "step,epoch,loss" and len(lines) == 1 + 2 * 4
-    assert read_checkpoint(trainer_module.Path(out) / "checkpoint.pt")["epoch"] == 2
+    assert read_checkpoint(Path(out) / "checkpoint.pt")["epoch"] == 2
 
 
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_config, tmp_path, monkeypatch):
@@ -62,16 +66,16 @@ def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_config, tmp_path
 def test_existing_checkpoint_is_not_overwritten_without_resume(tiny_config):
     config = tiny_config()
     train(config, progress=False)
-    before = (trainer_module.Path(config.out_dir) / "checkpoint.pt").read_bytes()
+    before = (Path(config.out_dir) / "checkpoint.pt").read_bytes()
     with pytest.raises(FileExistsError, match="resume"):
         train(config, progress=False)
-    assert (trainer_module.Path(config.out_dir) / "checkpoint.pt").read_bytes() == before
+    assert (Path(config.out_dir) / "checkpoint.pt").read_bytes() == before
 
 
 def test_truncated_checkpoint_gives_clear_error(tiny_config):
     config = tiny_config()
     train(config, progress=False)
-    path = trainer_module.Path(config.out_dir) / "checkpoint.pt"
+    path = Path(config.out_dir) / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match="truncated or not a checkpoint"):
         train(config, resume=True, progress=False)
@@ -88,8 +92,8 @@ def test_foreign_checkpoint_gives_clear_error(tmp_path):
 
 def test_checkpoint_from_another_config_is_refused(tiny_config):
     train(tiny_config(), progress=False)
-    wider = tiny_config(epochs=2, model=trainer_module.UNetConfig(channels=(16, 16, 16), attention=False))
-    with pytest.raises(CheckpointError, match=re.escape("(8, 16, 16)")):
+    wider = tiny_config(epochs=2, model=UNetConfig(channels=(16, 16, 16), attention=False))
+    with pytest.raises(CheckpointError, match=re.escape("model.channels: checkpoint [8, 16, 16], requested [16, 16, 16]")):
         train(wider, resume=True, progress=False)
 
 
@@ -100,3 +104,57 @@ def test_checkpoint_from_another_config_is_refused(tiny_config):
 def test_nonsense_settings_name_the_parameter(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_resume_refuses_changed_settings_unless_allowed_and_records_them(tiny_config):
+    train(tiny_config(), progress=False)
+    changed = tiny_config(epochs=2, lr=1e-3)
+    with pytest.raises(CheckpointError, match=re.escape("lr: checkpoint 0.002, requested 0.001")):
+        train(changed, resume=True, progress=False)
+    train(changed, resume=True, progress=False, allow_changes=True)
+    history = read_checkpoint(Path(changed.out_dir) / "checkpoint.pt")["history"]
+    assert history == [{"step": 4, "changes": ["lr: checkpoint 0.002, requested 0.001"]}]
+
+
+def test_resume_may_add_epochs_but_not_remove_them(tiny_config):
+    train(tiny_config(epochs=2), progress=False)
+    with pytest.raises(CheckpointError, match="already done 2 epochs"):
+        train(tiny_config(epochs=1), resume=True, progress=False)
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_config):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(tiny_config(), resume=True, progress=False)
+
+
+def test_a_second_writer_is_refused_and_the_folder_untouched(tiny_config):
+    from ddpm_lib.runfolder import RunFolderBusy, RunLock
+
+    config = tiny_config()
+    with RunLock(config.out_dir):
+        with pytest.raises(RunFolderBusy, match="in use"):
+            train(config, progress=False)
+    assert not (Path(config.out_dir) / "checkpoint.pt").exists()
+
+
+def test_ema_weights_are_written_before_the_checkpoint(tiny_config, monkeypatch):
+    # A kill between the two writes must never leave a checkpoint newer than its EMA file.
+    written = []
+    real = trainer_module.atomic_write
+    monkeypatch.setattr(trainer_module, "atomic_write", lambda path, write: written.append(Path(path).name) or real(path, write))
+    train(tiny_config(), progress=False)
+    assert written.index("ema.safetensors") < written.index("checkpoint.pt")
+
+
+def test_every_step_sees_a_full_batch(tiny_config):
+    # 300 digits in batches of 64: four full batches per epoch, the remainder skipped (CUDA graphs need one shape).
+    result = train(tiny_config(train_subset=300, epochs=2), progress=False)
+    assert result.steps_done == 8 and len(result.losses) == 8
+
+
+def test_training_leaves_the_callers_random_numbers_alone(tiny_config):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(tiny_config(), progress=False)
+    assert torch.equal(torch.rand(3), expected)

@@ -31,23 +31,34 @@ from ddpm_lib.sampling import sample_many
 from ddpm_lib.trainer import Trainer
 
 # name -> the fields that differ from the default TrainConfig ("model" fields go in a nested dict).
+# The single changes are measured against the recipe before min-SNR became the default (L_simple).
+OLD_DEFAULT = {"loss_weighting": "uniform"}
 VARIANTS = {
-    "baseline": {},
-    "ema_0.99": {"ema_decay": 0.99},
-    "ema_0.995": {"ema_decay": 0.995},
-    "ema_off": {"ema_decay": 0.0},
-    "min_snr": {"loss_weighting": "min_snr"},
-    "v": {"prediction": "v"},
-    "v_min_snr": {"prediction": "v", "loss_weighting": "min_snr"},
-    "cosine_schedule": {"schedule": "cosine"},
-    "lr_1e-3": {"lr": 1e-3},
-    "lr_4e-3": {"lr": 4e-3},
-    "batch_64": {"batch_size": 64},
-    "batch_32": {"batch_size": 32},
-    "batch_32_lr_1e-3": {"batch_size": 32, "lr": 1e-3},
-    "no_attention": {"model": {"attention": False}},
-    "narrow_8_16_32": {"model": {"channels": (8, 16, 32)}},
-    "wide_32_64_128": {"model": {"channels": (32, 64, 128)}},
+    "baseline": OLD_DEFAULT,
+    **{name: {**OLD_DEFAULT, **change} for name, change in {
+        "ema_0.99": {"ema_decay": 0.99},
+        "ema_0.995": {"ema_decay": 0.995},
+        "ema_off": {"ema_decay": 0.0},
+        "min_snr": {"loss_weighting": "min_snr"},
+        "v": {"prediction": "v"},
+        "v_min_snr": {"prediction": "v", "loss_weighting": "min_snr"},
+        "cosine_schedule": {"schedule": "cosine"},
+        "lr_1e-3": {"lr": 1e-3},
+        "lr_4e-3": {"lr": 4e-3},
+        "batch_64": {"batch_size": 64},
+        "batch_32": {"batch_size": 32},
+        "batch_32_lr_1e-3": {"batch_size": 32, "lr": 1e-3},
+        "no_attention": {"model": {"attention": False}},
+        "narrow_8_16_32": {"model": {"channels": (8, 16, 32)}},
+        "wide_32_64_128": {"model": {"channels": (32, 64, 128)}},
+    }.items()},
+    # Combinations, for the CPU's few minutes: min-SNR won the GPU screen at equal steps.
+    "min_snr_narrow": {"loss_weighting": "min_snr", "model": {"channels": (8, 16, 32)}},
+    "min_snr_narrow_batch_64": {"loss_weighting": "min_snr", "batch_size": 64, "model": {"channels": (8, 16, 32)}},
+    "min_snr_narrow_ema_off": {"loss_weighting": "min_snr", "ema_decay": 0.0, "model": {"channels": (8, 16, 32)}},
+    "min_snr_narrow_lr_4e-3": {"loss_weighting": "min_snr", "lr": 4e-3, "model": {"channels": (8, 16, 32)}},
+    "min_snr_lr_4e-3": {"loss_weighting": "min_snr", "lr": 4e-3},
+    "min_snr_no_attention": {"loss_weighting": "min_snr", "model": {"attention": False}},
 }
 COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes")
 
@@ -84,12 +95,26 @@ def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int,
             "variant": name, "device": str(trainer.device), "mark": f"{mark:g} {by}", "steps": trainer.step,
             "images": trainer.step * config.batch_size, "train_seconds": round(trained, 1), "n": n,
             "confident": round(scores.confident, 4), "fid": round(scores.fid, 4), "floor_fid": round(floor.fid, 4),
-            "fid_ratio": round(scores.fid / floor.fid, 2), "changes": VARIANTS[name] or "default",
+            "fid_ratio": round(scores.fid / floor.fid, 2), "changes": VARIANTS[name],
         }  # fmt: skip
+
+
+def markdown_table(paths: list[str]) -> str:
+    """The rows of one or more CSV files as a Markdown table: one line per variant, one column per mark."""
+    rows = [row for path in paths for row in csv.DictReader(open(path))]
+    marks = sorted({row["mark"] for row in rows}, key=lambda m: float(m.split()[0]))
+    variants = list(dict.fromkeys(row["variant"] for row in rows))
+    cell = {(row["variant"], row["mark"]): f"{float(row['fid']):.3g} / {float(row['confident']):.0%}" for row in rows}
+    lines = ["| variant | " + " | ".join(marks) + " |", "|---|" + "---|" * len(marks)]
+    lines += [f"| {v} | " + " | ".join(cell.get((v, m), "") for m in marks) + " |" for v in variants]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if argv is None and sys.argv[1:2] == ["--table"]:  # python tools/recipe.py --table FILE.csv ...: classifier-FID / confident
+        print(markdown_table(sys.argv[2:]))
+        return 0
     parser.add_argument("--variant", type=parse_variant, action="extend", required=True, help="a name from VARIANTS, or all")
     marks = parser.add_mutually_exclusive_group(required=True)
     marks.add_argument("--minutes", help="comma-separated minutes of training at which to measure")

@@ -1,0 +1,108 @@
+"""The training objective and the pieces of the graphed step, against independent references."""
+
+import math
+
+import pytest
+import torch
+
+from ddpm_lib.config import TrainConfig
+from ddpm_lib.objective import NoiseFromVelocity, Objective, diffusion_loss
+from ddpm_lib.schedule import NoiseSchedule
+from ddpm_lib.trainer import EMA, Trainer, _restore_in_place, _snapshot
+from ddpm_lib.unet import SimpleUNet, UNetConfig
+
+TINY = UNetConfig(channels=(8, 16, 16), attention=False)
+
+
+def test_min_snr_weight_matches_its_definition_at_every_t():
+    schedule = NoiseSchedule("linear", 1000)
+    t = torch.arange(1000)
+    weight = Objective(weighting="min_snr", min_snr_gamma=5.0).weight(schedule, t)
+    for k in (0, 10, 100, 300, 999):
+        ab = math.prod(1 - (1e-4 + (0.02 - 1e-4) * i / 999) for i in range(k + 1))  # alpha_bar from the betas by hand
+        snr = ab / (1 - ab)
+        assert weight[k].item() == pytest.approx(min(snr, 5.0) / snr, rel=1e-4)
+    assert weight[-1] == 1 and weight[0] < 0.01  # noisy steps keep weight 1; nearly clean ones are capped
+
+
+def test_v_weight_counts_the_same_eps_error_as_the_eps_weight():
+    # For one model error, the v-loss with its weight equals the eps-loss with the eps weight.
+    schedule = NoiseSchedule("linear", 1000)
+    t = torch.tensor([5, 200, 900])
+    x0, noise, wrong = torch.randn(3, 1, 28, 28), torch.randn(3, 1, 28, 28), torch.randn(3, 1, 28, 28)
+    x_t = schedule.q_sample(x0, t, noise)
+    ab = schedule.alpha_bars[t].view(-1, 1, 1, 1)
+    eps_hat = noise + 0.1 * wrong  # an imperfect noise guess and the x0 and v it implies
+    x0_hat = (x_t - (1 - ab).sqrt() * eps_hat) / ab.sqrt()
+    v, v_hat = ab.sqrt() * noise - (1 - ab).sqrt() * x0, ab.sqrt() * eps_hat - (1 - ab).sqrt() * x0_hat
+    eps_loss = Objective("eps", "min_snr").weight(schedule, t) * (eps_hat - noise).pow(2).mean(dim=(1, 2, 3))
+    v_loss = Objective("v", "min_snr").weight(schedule, t) * (v_hat - v).pow(2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(v_loss, eps_loss, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(Objective("v").target(schedule, x0, t, noise), v)
+
+
+def test_a_perfect_v_network_is_a_perfect_noise_predictor():
+    schedule = NoiseSchedule("cosine", 1000)
+    x0, noise = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    t = torch.tensor([0, 100, 500, 999])
+
+    class Oracle(torch.nn.Module):  # answers the true v for these very inputs
+        def forward(self, x_t, t, labels=None):
+            ab = schedule.alpha_bars[t].view(-1, 1, 1, 1)
+            return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+    wrapped = NoiseFromVelocity(Oracle(), schedule)
+    torch.testing.assert_close(wrapped(schedule.q_sample(x0, t, noise), t), noise, atol=1e-4, rtol=1e-4)
+
+
+def test_uniform_eps_loss_is_plain_mse():
+    schedule, model = NoiseSchedule(), SimpleUNet(TINY)
+    torch.nn.init.normal_(model.conv_out.weight, std=0.1)
+    x0, noise, t = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28), torch.tensor([1, 50, 500, 999])
+    expected = torch.nn.functional.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
+    torch.testing.assert_close(diffusion_loss(model, schedule, x0, t, noise), expected)
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
+    images = torch.zeros(640, 1, 28, 28)
+    trainer = Trainer(TrainConfig(out_dir=None, epochs=10, batch_size=64, lr=1e-3, warmup_steps=10, lr_schedule="cosine",
+                                  model=TINY, device="cpu"), progress=False, images=images, labels=torch.zeros(640, dtype=torch.long))
+    assert trainer.total_steps == 100
+    assert trainer.learning_rate(0) == pytest.approx(1e-4) and trainer.learning_rate(9) == pytest.approx(1e-3)
+    assert trainer.learning_rate(55) == pytest.approx(0.5e-3) and trainer.learning_rate(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ema_update_takes_a_tensor_weight_as_a_cuda_graph_needs():
+    model = SimpleUNet(TINY)
+    by_float, by_tensor = EMA(model, 0.9, 10), EMA(model, 0.9, 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    by_float.update(model, 0.25)
+    by_tensor.update(model, torch.tensor(0.25))
+    for a, b, p in zip(by_float.model.parameters(), by_tensor.model.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, p - 0.75)  # theta_ema + 0.25 (theta - theta_ema), theta = theta_ema + 1
+
+
+def test_warm_up_updates_are_undone_in_place():
+    # The CUDA graph is recorded after a few real updates; undoing them must leave a trainer that
+    # continues exactly as one that never warmed up, with every tensor still at its old address.
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(512, 1, 28, 28, generator=generator) * 2 - 1, torch.zeros(512, dtype=torch.long)
+    config = TrainConfig(out_dir=None, epochs=5, batch_size=64, model=TINY, device="cpu", warmup_steps=5)
+    plain = Trainer(config, progress=False, images=images, labels=labels)
+    plain.train_steps(2)
+    warmed = Trainer(config, progress=False, images=images, labels=labels)
+    warmed.train_steps(1)  # optimizer state exists, as it does after a resume
+    addresses = [p.data_ptr() for p in warmed.model.parameters()]
+    saved = _snapshot(warmed)
+    for _ in range(3):
+        warmed.optimizer.zero_grad(set_to_none=True)
+        warmed.update(images[:64], torch.randint(0, 1000, (64,)), torch.randn(64, 1, 28, 28), None, 0.5)
+    _restore_in_place(warmed, saved)
+    assert [p.data_ptr() for p in warmed.model.parameters()] == addresses
+    warmed.train_steps(1)
+    for a, b in zip(plain.model.parameters(), warmed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert plain.losses == warmed.losses
