@@ -7,22 +7,31 @@ scripts rely on them, so change them only with a deprecation.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from .config import LR_SCHEDULES, TrainConfig
 from .device import PRECISIONS
 from .objective import PREDICTIONS, WEIGHTINGS
+from .runfolder import check_writable
 from .schedule import SCHEDULE_REGISTRY
 
+MAX_DIGITS = 1_000_000  # --n: more digits than anyone samples from a 28x28 model, refused before allocating
+MAX_BATCH = 20_000  # --batch-size: larger batches gain no speed and risk exhausting memory
 DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
 
 
-def _positive(kind):
+def _positive(kind, at_most: float = math.inf):
+    """A parser for a positive, finite number of type ``kind``, refusing absurd sizes before any work starts."""
+
     def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if not (0 < value <= at_most):  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be positive{'' if at_most == math.inf else f' and at most {at_most:,}'}, got {text}")
         return value
 
     return parse
@@ -35,23 +44,26 @@ def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int):
     with_steps = "/".join(s.name for s in samplers if s.uses_steps)
     with_eta = "/".join(s.name for s in samplers if s.has_eta)
     p.add_argument("--checkpoint", help="training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
-    p.add_argument("--n", type=_positive(int), default=n_default, help=f"number of digits (default {n_default})")
+    p.add_argument("--n", type=_positive(int, at_most=MAX_DIGITS), default=n_default, help=f"number of digits (default {n_default})")
     p.add_argument("--sampler", choices=tuple(SAMPLER_REGISTRY), default="ddim",
                    help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
     p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
-    p.add_argument("--eta", type=float, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
+    p.add_argument("--eta", type=_non_negative, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_positive(int), default=500, help="digits sampled at once (memory)")
+    p.add_argument("--batch-size", type=_positive(int, at_most=MAX_BATCH), default=500, help="digits sampled at once (memory)")
     p.add_argument("--conditional", action="store_true", help="use a class-conditional model (default: the shipped one)")
     p.add_argument("--guidance", type=_non_negative,
                    help=f"with --conditional: guidance weight w, 0 ignores the label, 1 plain conditional (default {DEFAULT_GUIDANCE:g})")
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
 
 
@@ -169,7 +181,8 @@ def _sample(args) -> int:
 
     out = Path(args.out)
     if out.suffix not in (".png", ".npz"):
-        raise SystemExit(f"--out must end in .png or .npz, got {out}")
+        raise ValueError(f"--out must end in .png or .npz, got {out}")
+    check_writable(out)  # before minutes of sampling
     guidance = _guidance_request(args)
     model, schedule, _ = load_model(args.checkpoint, args.device, conditional=args.conditional)
     images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
@@ -214,6 +227,7 @@ def _train_classifier(args) -> int:
     from .metrics import accuracy, train_classifier
     from .checkpoint import save_weights
 
+    check_writable(Path(args.out))
     images, labels = load_mnist(train=True)
     classifier = train_classifier(images, labels, epochs=args.epochs, seed=args.seed)
     test_accuracy = accuracy(classifier, *load_mnist(train=False))
@@ -240,6 +254,7 @@ def _sweep(args) -> int:
     out = Path(args.out)
     if out.suffix != ".csv":
         raise ValueError(f"--out must end in .csv, got {out}")
+    check_writable(out)
     model, schedule, _ = load_model(args.checkpoint, args.device, conditional=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:

@@ -62,3 +62,33 @@ def test_bad_requests_fail_clearly(tiny_run, tmp_path):
     assert result.returncode == 2 and "no checkpoint at" in result.stderr
     result = cli("train", "--epochs", "-1", "--out", str(tmp_path / "r"), check=False)
     assert result.returncode == 2 and "--epochs" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "--eta", "nan", "--out", "x.png"], "--eta: must be a finite number"),
+        (["sample", "--eta", "inf", "--out", "x.png"], "--eta: must be a finite number"),
+        (["sample", "--conditional", "--guidance", "inf", "--out", "x.png"], "--guidance: must be a finite number"),
+        (["sample", "--n", "10000000", "--out", "x.png"], "--n: must be positive and at most 1,000,000"),
+        (["evaluate", "--batch-size", "1e9"], "--batch-size: expected a whole number"),
+        (["train", "--epochs", "1.5", "--out", "r"], "--epochs: expected a whole number"),
+    ],
+)
+def test_nonsense_flags_are_refused_in_one_line_naming_the_flag(args, message, capsys):
+    from ddpm_lib.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_unknown_device_and_unwritable_out_fail_before_any_work(tmp_path, capsys):
+    from ddpm_lib.cli import main
+
+    assert main(["sample", "--device", "tpu", "--out", str(tmp_path / "x.png")]) == 2
+    assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["sample", "--out", str(blocker / "x.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err
