@@ -8,6 +8,7 @@ put in place. Files the user already has are never modified or deleted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -47,6 +48,18 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=16)
+def _md5_unchanged(path: str, size: int, modified_ns: int) -> str:
+    # Keyed on size and modification time too: a file replaced since is hashed again.
+    return file_digest(Path(path))
+
+
+def _md5(path: Path) -> str:
+    """md5 of an MNIST file, computed once per process for as long as the file is unchanged."""
+    stat = path.stat()
+    return _md5_unchanged(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def raw_dir(root: str | Path) -> Path:
     return Path(root) / "MNIST" / "raw"
 
@@ -58,7 +71,7 @@ def _check_existing(raw: Path) -> list[str]:
         path = raw / name
         if not path.exists():
             missing.append(name)
-        elif (actual := file_digest(path)) != expected:
+        elif (actual := _md5(path)) != expected:
             raise MNISTUnavailable(
                 f"{path} has md5 {actual}, expected {expected}: the file is damaged or is not MNIST. "
                 f"It was left untouched. Move it away (or delete it) and run again to fetch a fresh copy."

@@ -78,7 +78,7 @@ COURSE_NOTEBOOKS = [
         REPO_ROOT / "notebooks" / "03_reverse_sampling.ipynb",
         slider_label=r"(t|step|timestep)\b",
         dropdown_label=r"sampler",
-        run_all_timeout_s=150,
+        run_all_timeout_s=300,  # DDPM's 1000 steps through the shipped network (widths 32-64-128): about 60 s on 2 idle cores
         redraw_timeout_s=60,
         apply_button_label=r"(sample|resample|generate|run)\b",
     ),

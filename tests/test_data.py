@@ -1,5 +1,7 @@
 """MNIST: damaged files are reported and left alone; failed fetches say what was tried; pixels land in [-1, 1]."""
 
+import os
+
 import pytest
 import torch
 
@@ -55,3 +57,16 @@ def test_real_mnist_is_scaled_to_minus_one_one():
 def test_subset_out_of_range_is_refused():
     with pytest.raises(ValueError, match="subset"):
         load_mnist(train=False, subset=0)
+
+
+def test_md5_is_computed_once_per_unchanged_file(tmp_path, monkeypatch):
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(b"abc")
+    calls = []
+    monkeypatch.setattr(data, "file_digest", lambda p, *a: calls.append(p) or "digest")
+    data._md5_unchanged.cache_clear()
+    assert data._md5(path) == data._md5(path) == "digest" and len(calls) == 1
+    path.write_bytes(b"abd")  # same size, new contents: hashed again
+    os.utime(path, ns=(1, 1))
+    data._md5(path)
+    assert len(calls) == 2
