@@ -35,7 +35,7 @@ def resolve_precision(amp: str, device: torch.device) -> str:
     "auto": bf16 on GPUs of compute capability >= 8.0 (A100, H100, RTX 30xx+);
     fp16 with loss scaling below that (T4, V100), where bf16 is emulated and
     slow even when ``torch.cuda.is_bf16_supported()`` says yes; fp32 on CPU,
-    where bf16 autocast measured about half as fast for this model (README, Benchmarks).
+    where bf16 autocast measured slower for this model (README, Benchmarks).
     """
     if amp not in PRECISIONS:
         raise ValueError(f"amp must be one of {PRECISIONS}, got {amp!r}")
