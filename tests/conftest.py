@@ -4,9 +4,23 @@ import pytest
 import torch
 
 from ddpm_lib.config import TrainConfig
-from ddpm_lib.unet import UNetConfig
+from ddpm_lib.schedule import NoiseSchedule
+from ddpm_lib.unet import SimpleUNet, UNetConfig
 
 TINY_MODEL = UNetConfig(channels=(8, 16, 16), attention=False)
+SAMPLER_TEST_T = 50  # a short schedule keeps full DDPM runs in the sampler and explorer tests quick
+
+
+@pytest.fixture(scope="module")
+def model() -> SimpleUNet:
+    """An untrained tiny network, the same in every module that samples with it."""
+    torch.manual_seed(0)
+    return SimpleUNet(TINY_MODEL).eval()
+
+
+@pytest.fixture(scope="module")
+def schedule() -> NoiseSchedule:
+    return NoiseSchedule("linear", SAMPLER_TEST_T)
 
 
 @pytest.fixture

@@ -20,10 +20,9 @@ from ddpm_lib.evaluation import ModelReport
 from ddpm_lib.metrics import Evaluation
 from ddpm_lib.sampling import SAMPLER_REGISTRY, Sampler, get_sampler, register_sampler
 from ddpm_lib.schedule import SCHEDULE_REGISTRY, NoiseSchedule
-from ddpm_lib.unet import SimpleUNet, UNetConfig
 from ddpm_lib.widgets import ForwardNoisingExplorer, ReverseSamplingExplorer
 
-T = 50
+T = 50  # the length of conftest's schedule fixture
 BUILT_IN = ("ddim", "ddpm")
 
 
@@ -53,17 +52,6 @@ def registered(sampler: Sampler):
 def third_sampler() -> Sampler:
     with registered(DDIM_ETA1) as sampler:
         yield sampler
-
-
-@pytest.fixture(scope="module")
-def model() -> SimpleUNet:
-    torch.manual_seed(0)
-    return SimpleUNet(UNetConfig(channels=(8, 16, 16), attention=False)).eval()
-
-
-@pytest.fixture(scope="module")
-def schedule() -> NoiseSchedule:
-    return NoiseSchedule("linear", T)
 
 
 def sampler_flag(command: str, sampler: str) -> str:

@@ -20,23 +20,10 @@ from PIL import Image
 
 from ddpm_lib import sampling
 from ddpm_lib.plots import grid_array
-from ddpm_lib.schedule import NoiseSchedule
-from ddpm_lib.unet import SimpleUNet, UNetConfig
 from ddpm_lib.widgets import ReverseSamplingExplorer, SamplingSettings
 
-T = 50
+T = 50  # the length of conftest's schedule fixture
 N = 4  # digits per run: enough for a grid, few enough to be quick
-
-
-@pytest.fixture(scope="module")
-def model() -> SimpleUNet:
-    torch.manual_seed(0)
-    return SimpleUNet(UNetConfig(channels=(8, 16, 16), attention=False)).eval()
-
-
-@pytest.fixture(scope="module")
-def schedule() -> NoiseSchedule:
-    return NoiseSchedule("linear", T)
 
 
 @pytest.fixture
