@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import torch
 
+from .checkpoint import build_model
 from .config import TrainConfig
 from .device import autocast, resolve_device, resolve_precision
 from .sampling import sample
@@ -53,7 +54,7 @@ def train_throughput(config: TrainConfig, seconds: float = 8.0) -> tuple[float, 
 
 def sampling_seconds(device, sampler: str, steps: int, precision: str, n: int = 64) -> float:
     config = TrainConfig()
-    model = SimpleUNet(config.model).to(device, memory_format=torch.channels_last).eval()
+    model = build_model(config, device).eval()
     schedule = NoiseSchedule(config.schedule, config.timesteps).to(device)
     with autocast(device, precision):
         sample(model, schedule, n, "ddim", 2)  # warm-up
