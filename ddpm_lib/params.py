@@ -13,7 +13,7 @@ right after its parameters cell::
         "resume": params.Param(bool),
         "train_subset": params.Param(int, minimum=1, maximum=60_000, allow_none=True),
         "channels": params.Param(list[int], minimum=1, length=3),
-        "schedule": params.Param(str, choices=("linear", "cosine")),
+        "schedule": params.Param(str, choices=tuple(SCHEDULE_REGISTRY)),
     }
     globals().update(params.validate(globals(), PARAMETERS))
 
@@ -26,6 +26,11 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, get_args, get_origin
+
+from .config import LR_SCHEDULES
+from .device import PRECISIONS
+from .objective import WEIGHTINGS
+from .schedule import SCHEDULE_REGISTRY
 
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
@@ -199,13 +204,15 @@ TRAINING_NOTEBOOK = {
     "epochs": Param(int, minimum=1),
     "batch_size": Param(int, minimum=1),
     "lr": Param(float, minimum=1e-8),
-    "loss_weighting": Param(str, choices=("uniform", "min_snr")),
-    "schedule": Param(str, choices=("linear", "cosine")),
+    "lr_schedule": Param(str, choices=LR_SCHEDULES),
+    "warmup_steps": Param(int, minimum=0),
+    "loss_weighting": Param(str, choices=WEIGHTINGS),
+    "schedule": Param(str, choices=tuple(SCHEDULE_REGISTRY)),
     "channels": Param(list[int], minimum=8, length=3),
     "ema_decay": Param(float, minimum=0, maximum=0.99999),
     "train_subset": Param(int, minimum=1, maximum=60_000, allow_none=True),
     "device": Param(str),
-    "amp": Param(str, choices=("auto", "fp32", "bf16", "fp16")),
+    "amp": Param(str, choices=PRECISIONS),
     "out_dir": Param(str),
     "resume": Param(bool),
     "seed": Param(int, minimum=0),

@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "ddpm_lib"
 ORDER = [
-    "schedule", "unet", "device", "objective", "data", "runfolder", "params", "pretrained", "config", "checkpoint",
+    "schedule", "unet", "device", "objective", "data", "runfolder", "pretrained", "config", "params", "checkpoint",
     "sampling", "plots", "trainer", "metrics", "evaluation", "exercises", "widgets", "bench", "cli", "links", "__main__",
 ]  # fmt: skip
 
