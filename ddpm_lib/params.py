@@ -217,4 +217,5 @@ TRAINING_NOTEBOOK = {
     "resume": Param(bool),
     "seed": Param(int, minimum=0),
     "n_evaluate": Param(int, minimum=200, note="the classifier-FID needs more digits than its 128 features"),
+    "ablation_steps": Param(int, minimum=1),
 }

@@ -270,3 +270,84 @@ def plot_loss_by_timestep(curves: dict[str, tuple[np.ndarray, np.ndarray]]):
     ax.set(xlabel="timestep t", ylabel="mean ||eps - eps_theta||^2 per pixel", yscale="log")
     ax.legend()
     return fig
+
+
+def plot_unet_diagram(model: torch.nn.Module):
+    """SimpleUNet drawn from its own modules: the down path, the middle, the up path, the skips, and
+    every residual block that receives the timestep embedding (marked t)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    from .unet import ResBlock, SelfAttention
+
+    def path_levels(layers, pixels, resize):
+        """Group a path's residual blocks by resolution, [(pixels, [ResBlock, ...]), ...], reading its resizing layers."""
+        levels = [(pixels, [])]
+        for layer in layers:
+            if isinstance(layer, ResBlock):
+                levels[-1][1].append(layer)
+            else:
+                pixels = resize(pixels)
+                levels.append((pixels, []))
+        return levels
+
+    down = path_levels(model.down, 28, lambda pixels: pixels // 2)
+    up = path_levels(model.up, 7, lambda pixels: pixels * 2)
+    row = {28: 2.0, 14: 1.0, 7: 0.0}
+
+    fig, ax = plt.subplots(figsize=(10, 5.6), layout="constrained")
+    ax.set(xlim=(-1.6, 9.6), ylim=(-1.75, 3.55))
+    ax.axis("off")
+
+    def box(x, y, text, color, width=2.6, height=0.62, time_input=False):
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04",
+                                    facecolor=color, edgecolor="0.3"))
+        ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
+        if time_input:  # the badge: this block adds the timestep embedding to its features
+            ax.text(x + width / 2, y + height / 2, "t", ha="center", va="center", fontsize=8, color="white",
+                    fontweight="bold", bbox=dict(boxstyle="circle,pad=0.2", facecolor="tab:orange", edgecolor="none"))
+
+    def arrow(start, end, text="", style="-|>", color="0.25", dashed=False):
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.3,
+                                                              linestyle="--" if dashed else "-"))
+        if text:
+            ax.text((start[0] + end[0]) / 2 + 0.08, (start[1] + end[1]) / 2, text, fontsize=7.5, color=color,
+                    ha="left" if start[0] == end[0] else "center", va="center" if start[0] == end[0] else "bottom")
+
+    def widths(blocks):
+        return " → ".join(str(block.conv1.out_channels) for block in blocks)
+
+    x_down, x_up, x_mid = 1.0, 7.0, 4.0
+    box(x_down, 3.1, f"x_t, 1×28×28\n→ conv_in → {model.conv_in.out_channels} ch", "0.93")
+    box(x_up, 3.1, "→ conv_out →\nε̂, 1×28×28", "0.93")
+    arrow((x_down, 2.77), (x_down, 2.35))
+    arrow((x_up, 2.35), (x_up, 2.77))
+    for pixels, blocks in down:
+        y = row[pixels]
+        box(x_down, y, f"{len(blocks)} ResBlock{'s' * (len(blocks) > 1)}: {widths(blocks)} ch\n{pixels}×{pixels} pixels",
+            "#dbe8f5", time_input=True)
+        if pixels > 7:
+            arrow((x_down, y - 0.33), (x_down, y - 0.67), "stride-2 conv: half the size")
+    for pixels, blocks in up:
+        y = row[pixels]
+        box(x_up, y, f"{len(blocks)} ResBlocks: {widths(blocks)} ch\n{pixels}×{pixels}, each with a skip",
+            "#e3f1dc", time_input=True)
+        if pixels < 28:
+            arrow((x_up, y + 0.33), (x_up, y + 0.67), "upsample ×2")
+        skips = len(blocks)
+        arrow((x_down + 1.32, y), (x_up - 1.32, y), f"{skips} skip tensors (concatenated)", color="tab:blue", dashed=True)
+    attention = isinstance(model.mid_attn, SelfAttention)
+    c_mid = model.mid1.conv1.out_channels
+    box(x_mid - 1.75, -1.2, f"ResBlock\n{c_mid} ch, 7×7", "#f3e3f3", width=1.6, time_input=True)
+    box(x_mid, -1.2, "self-attention\nall 49 pixels" if attention else "(no attention)", "#f3e3f3" if attention else "0.95",
+        width=1.6)
+    box(x_mid + 1.75, -1.2, f"ResBlock\n{c_mid} ch, 7×7", "#f3e3f3", width=1.6, time_input=True)
+    arrow((x_down, -0.33), (x_mid - 1.75, -0.88))
+    arrow((x_mid - 0.93, -1.2), (x_mid - 0.82, -1.2))
+    arrow((x_mid + 0.82, -1.2), (x_mid + 0.93, -1.2))
+    arrow((x_mid + 1.75, -0.88), (x_up, -0.33))
+    ax.text(x_mid, 3.1, "t → sines and cosines → MLP → embedding,\nadded inside every block with an orange t",
+            ha="center", va="center", fontsize=8.5, color="tab:orange")
+    ax.set_title(f"SimpleUNet, {sum(p.numel() for p in model.parameters()):,} parameters: down path (left), "
+                 "middle (bottom), up path (right)", fontsize=10)
+    return fig

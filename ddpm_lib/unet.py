@@ -33,6 +33,7 @@ class UNetConfig:
     attention: bool = True  # self-attention at 7x7
     groups: int = 8  # GroupNorm groups; must divide every width
     num_classes: int = 0  # 0: unconditional; 10: conditioned on the digit, plus a "no label" token
+    time_input: bool = True  # False withholds t (every block is told t = 0): notebook 02's ablation
 
     def __post_init__(self):
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
@@ -150,7 +151,7 @@ class SimpleUNet(nn.Module):
         """Predicted noise. ``labels``: digits 0..9, or ``null_label``; None means "no label" for all."""
         if x.shape[-2:] != (28, 28):
             raise ValueError(f"SimpleUNet expects 28x28 images, got {tuple(x.shape[-2:])}")
-        emb = self.time_mlp(timestep_embedding(t, self.config.channels[0]))
+        emb = self.time_mlp(timestep_embedding(t if self.config.time_input else torch.zeros_like(t), self.config.channels[0]))
         if self.conditional:
             if labels is None:
                 labels = torch.full_like(t, self.null_label)

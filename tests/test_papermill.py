@@ -20,7 +20,7 @@ def run_training(tmp_path, **parameters):
 
 def test_retrain_headless(tmp_path):
     out_dir = tmp_path / "run"
-    run_training(tmp_path, epochs=1, train_subset=2048, batch_size=32, out_dir=str(out_dir))
+    run_training(tmp_path, epochs=1, train_subset=2048, batch_size=32, out_dir=str(out_dir), n_evaluate=200, ablation_steps=2)
     assert (out_dir / "checkpoint.pt").exists() and (out_dir / "epoch_001.png").exists()
     with open(out_dir / "loss_history.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
@@ -41,8 +41,8 @@ def test_help_notebook_documents_every_parameter():
         [sys.executable, "-m", "papermill", "--help-notebook", str(TRAINING)], capture_output=True, text=True, check=True
     )
     documented = result.stdout
-    names = ("epochs", "batch_size", "lr", "loss_weighting", "schedule", "channels", "ema_decay", "train_subset", "device", "amp",
-             "out_dir", "resume", "seed", "n_evaluate")
+    names = ("epochs", "batch_size", "lr", "warmup_steps", "lr_schedule", "loss_weighting", "schedule", "channels", "ema_decay",
+             "train_subset", "device", "amp", "out_dir", "resume", "seed", "n_evaluate", "ablation_steps")
     for name in names:
         line = next((l for l in documented.splitlines() if l.strip().startswith(f"{name}:")), None)
         assert line is not None, f"{name} missing from papermill --help-notebook"

@@ -25,8 +25,6 @@ from ddpm_lib.unet import SelfAttention, SimpleUNet, UNetConfig, count_parameter
 TINY = UNetConfig(channels=(8, 16, 24), blocks_per_level=1, attention=True, groups=8)
 
 
-
-
 def tiny_model(seed: int = 0, config: UNetConfig = TINY) -> SimpleUNet:
     torch.manual_seed(seed)
     return SimpleUNet(config)
@@ -162,6 +160,19 @@ def test_output_depends_on_the_timestep():
     assert (out[0] - out[1]).abs().max() > 1e-4
 
 
+def test_withheld_timestep_is_the_same_network_told_t_0():
+    """time_input=False (notebook 02's ablation) keeps every weight and replaces t by 0."""
+    seeing, blind = tiny_model(), tiny_model(config=UNetConfig(**{**TINY.__dict__, "time_input": False}))
+    blind.load_state_dict(seeing.state_dict())
+    for model in (seeing, blind):
+        torch.nn.init.normal_(model.conv_out.weight, std=0.1, generator=torch.Generator().manual_seed(2))
+    x = batch(1)[0].expand(2, 1, 28, 28)
+    t = torch.tensor([10, 900])
+    out = blind(x, t)
+    torch.testing.assert_close(out[0], out[1])
+    torch.testing.assert_close(out, seeing(x, torch.zeros_like(t)))
+
+
 # ---------------------------------------------------------------- attention
 
 
@@ -227,3 +238,25 @@ def test_odd_base_width_is_rejected():
     # timestep_embedding(t, c1) yields 2 * (c1 // 2) features, so an odd c1 cannot work.
     with pytest.raises(ValueError, match="even"):
         UNetConfig(channels=(9, 18, 27), groups=9)
+
+
+# ------------------------------------------------------------------ diagram
+
+
+@pytest.mark.parametrize("blocks, attention", [(1, True), (2, False)])
+def test_diagram_draws_the_blocks_the_network_has(blocks, attention):
+    """plot_unet_diagram reads the modules: per level n ResBlocks down and n + 1 up, each marked as taking t."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ddpm_lib.plots import plot_unet_diagram
+
+    config = UNetConfig(channels=(8, 16, 24), blocks_per_level=blocks, attention=attention)
+    figure = plot_unet_diagram(SimpleUNet(config))
+    texts = [text.get_text() for text in figure.axes[0].texts]
+    for pixels, width in zip((28, 14, 7), config.channels):
+        assert f"{blocks} ResBlock{'s' * (blocks > 1)}: {' → '.join([str(width)] * blocks)} ch\n{pixels}×{pixels} pixels" in texts
+        assert f"{blocks + 1} ResBlocks: {' → '.join([str(width)] * (blocks + 1))} ch\n{pixels}×{pixels}, each with a skip" in texts
+    assert texts.count("t") == 3 + 3 + 2  # a badge on every box of ResBlocks: down, up, and the middle two
+    assert ("self-attention\nall 49 pixels" in texts) == attention
+    assert f"{count_parameters(SimpleUNet(config)):,} parameters" in figure.axes[0].get_title()

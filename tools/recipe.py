@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import time
 from dataclasses import replace
@@ -68,6 +69,10 @@ VARIANTS = {
         "no_attention": {"model": {"attention": False}},
         "batch_64": {"batch_size": 64},
     }.items()},
+    # Notebook 02's run exactly (3 epochs of 12,000 digits = 279 steps), with a constant or a cosine learning rate.
+    "nb02_subset": {**NOTEBOOK_02, "train_subset": 12_000},
+    "nb02_subset_cosine_lr": {**NOTEBOOK_02, "train_subset": 12_000, "lr_schedule": "cosine"},
+    "nb02_subset_cosine_lr_8e-3": {**NOTEBOOK_02, "train_subset": 12_000, "lr_schedule": "cosine", "lr": 8e-3},
 }
 COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes")
 
@@ -89,7 +94,11 @@ def parse_variant(text: str) -> list[str]:
 def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int, seed: int = 1):
     """Yield one row per mark; ``by`` is "minutes" (of optimisation on this machine) or "steps"."""
     classifier, reference, floor = reference_and_floor(n)
-    trainer = Trainer(replace(config, out_dir=None, epochs=10_000), progress=False)
+    # By steps, the run is planned to end at the last mark (so a cosine learning rate reaches 0 there);
+    # by minutes, its length is unknown in advance.
+    digits = config.train_subset or 60_000
+    epochs = math.ceil(max(marks) / (digits // config.batch_size)) if by == "steps" else 10_000
+    trainer = Trainer(replace(config, out_dir=None, epochs=epochs), progress=False)
     trained = 0.0
     for mark in marks:
         if by == "steps":
