@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: $(VENV)/.installed
-	$(PY) -c "from ddpm_lib.data import ensure_mnist; ensure_mnist()"
+	@$(PY) -m ddpm_lib.data
 
 PAPERMILL := $(PY) -m papermill --cwd notebooks --no-progress-bar
 run: data

