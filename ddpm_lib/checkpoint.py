@@ -68,7 +68,7 @@ def _diffusion_config(saved, path) -> TrainConfig:
     if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
         raise CheckpointError(
             f"{path} holds no diffusion model: its config has no model settings (the digit classifier's weights "
-            f"look like this); pass a run's checkpoint.pt or ema.safetensors, or none for the shipped weights"
+            f"look like this); give a run's checkpoint.pt or ema.safetensors instead, or no checkpoint for the shipped weights"
         )
     try:
         return TrainConfig.from_saved(saved)

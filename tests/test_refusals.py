@@ -6,6 +6,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -346,14 +347,34 @@ def test_what_the_kernel_writes_to_stderr_goes_to_the_log_not_the_terminal(tmp_p
     assert capfd.readouterr().err == "the terminal is back\n"
 
 
-def test_a_failing_notebook_is_one_line_with_its_html_written_and_no_kernel_noise(tmp_path, capfd):
-    notebook = tmp_path / "tiny.ipynb"
+def tiny_notebook(path: Path, check: str) -> Path:
+    """A notebook with a parameters cell (digits = 1) and one cell of code."""
     cells = [
         {"id": "parameters", "cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "digits = 1", "outputs": [], "execution_count": None},
-        {"id": "check", "cell_type": "code", "metadata": {}, "source": 'raise ValueError(f"digits must be at most 64, got {digits}")', "outputs": [], "execution_count": None},
+        {"id": "check", "cell_type": "code", "metadata": {}, "source": check, "outputs": [], "execution_count": None},
     ]
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    notebook.write_text(json.dumps({"cells": cells, "metadata": kernel, "nbformat": 4, "nbformat_minor": 5}))
+    path.write_text(json.dumps({"cells": cells, "metadata": kernel, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def test_each_notebook_gets_a_line_as_it_starts_and_ends_and_an_html_copy(tmp_path, monkeypatch, capfd):
+    tiny_notebook(tmp_path / "tiny.ipynb", 'print(f"{digits} digits drawn")')
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", tmp_path)
+    monkeypatch.setattr(run_notebooks, "plan", lambda runs, from_02: [("tiny", {"digits": 16})])
+    monkeypatch.chdir(tmp_path)
+    assert run_notebooks.main(["--runs", "runs"]) == 0
+    terminal = capfd.readouterr()
+    lines = terminal.out.splitlines()
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] tiny: started", lines[0])
+    assert re.fullmatch(r"\[\d\d:\d\d:\d\d\] tiny: finished in \d+ s", lines[1])
+    assert re.fullmatch(r"Done in \d+ s\. Open in a browser: runs/tiny\.html", lines[2]) and len(lines) == 3
+    assert "16 digits drawn" in (tmp_path / "runs" / "tiny.html").read_text()
+    assert "TCP" not in terminal.err and "Kernel" not in terminal.err, "the kernel's log reached the terminal"
+
+
+def test_a_failing_notebook_is_one_line_with_its_html_written_and_no_kernel_noise(tmp_path, capfd):
+    notebook = tiny_notebook(tmp_path / "tiny.ipynb", 'raise ValueError(f"digits must be at most 64, got {digits}")')
     runs = tmp_path / "runs"
     runs.mkdir()
     with pytest.raises(run_notebooks.NotebookFailed) as failed:
