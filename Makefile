@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make run    create .venv, install, fetch MNIST, run the notebooks in order into runs/
+#   make run    create .venv, install, fetch MNIST, run the notebooks in order into runs/ (and as HTML)
 #   make test   the same set-up, then the unit tests, the browser test and pytest --nbval
 # Every target is idempotent: a second call skips what is already done.
 
@@ -26,17 +26,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: $(VENV)/.installed
-	$(PY) -c "from ddpm_lib.data import ensure_mnist; ensure_mnist()"
+	@$(PY) -m ddpm_lib.data
 
-PAPERMILL := $(PY) -m papermill --cwd notebooks --no-progress-bar
+# One line as each notebook starts and ends, a bar of its cells, HTML copies in runs/, and
+# the kernel's log in runs/logs/ instead of the terminal (tools/run_notebooks.py says more).
 run: data
-	mkdir -p $(RUNS)
-	$(PAPERMILL) notebooks/01_forward_noising.ipynb $(RUNS)/01_forward_noising.ipynb
-	$(PAPERMILL) notebooks/02_training.ipynb $(RUNS)/02_training.ipynb -p out_dir ../$(RUNS)/02_training
-	$(PAPERMILL) notebooks/03_reverse_sampling.ipynb $(RUNS)/03_reverse_sampling.ipynb \
-	  $(if $(FROM_02),-p checkpoint ../$(RUNS)/02_training/checkpoint.pt)
-	$(PAPERMILL) notebooks/04_guidance_and_fast_sampling.ipynb $(RUNS)/04_guidance_and_fast_sampling.ipynb
-	@echo "Done. Executed notebooks: $(RUNS)/*.ipynb; training run (checkpoint, epoch grids, loss history): $(RUNS)/02_training/"
+	@$(PY) tools/run_notebooks.py --runs $(RUNS) $(if $(FROM_02),--from-02)
 
 test: data
 	bash tests/install_browser.sh $(VENV)

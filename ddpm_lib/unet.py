@@ -17,11 +17,19 @@ which is all classifier-free guidance needs.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+# Far beyond anything that helps on 28x28 digits (the shipped models: widths up to 128, one block per
+# level); the limits stop a typo or a crafted weights file from asking for tens of gigabytes.
+MAX_WIDTH = 1024
+MAX_BLOCKS_PER_LEVEL = 4
+MAX_CLASSES = 1000
 
 
 @dataclass(frozen=True)
@@ -36,17 +44,31 @@ class UNetConfig:
     time_input: bool = True  # False withholds t (every block is told t = 0): notebook 02's ablation
 
     def __post_init__(self):
+        # Types are checked too: these values also come from JSON in weights files, where "16" or 16.5 may stand.
+        if not isinstance(self.channels, (list, tuple)) or len(self.channels) != 3 or not all(map(_is_whole, self.channels)):
+            raise ValueError(f"channels needs three whole numbers, the widths at 28, 14 and 7 pixels; got {self.channels!r}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if len(self.channels) != 3:
-            raise ValueError(f"channels needs one width per resolution 28, 14, 7; got {self.channels}")
+        checks = [
+            ("groups", _is_whole(self.groups) and self.groups >= 1, "a whole number, at least 1"),
+            ("blocks_per_level", _is_whole(self.blocks_per_level) and 1 <= self.blocks_per_level <= MAX_BLOCKS_PER_LEVEL,
+             f"a whole number from 1 to {MAX_BLOCKS_PER_LEVEL}"),
+            ("attention", isinstance(self.attention, bool), "True or False"),
+            ("num_classes", _is_whole(self.num_classes) and 0 <= self.num_classes <= MAX_CLASSES,
+             f"0 (unconditional) or the number of labels, at most {MAX_CLASSES}"),
+        ]  # fmt: skip
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
         if any(c <= 0 or c % self.groups for c in self.channels):
             raise ValueError(f"every width in {self.channels} must be a positive multiple of groups={self.groups}")
+        if max(self.channels) > MAX_WIDTH:
+            raise ValueError(f"every width in {self.channels} must be at most {MAX_WIDTH}")
         if self.channels[0] % 2:
             raise ValueError(f"channels[0] sets the sinusoidal embedding size and must be even, got {self.channels[0]}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be 0 (unconditional) or the number of labels, got {self.num_classes}")
-        if self.blocks_per_level < 1:
-            raise ValueError(f"blocks_per_level must be at least 1, got {self.blocks_per_level}")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:

@@ -21,6 +21,7 @@ from ddpm_lib.runfolder import (
     check_writable,
     config_differences,
     remove_stale_temporaries,
+    set_aside,
 )
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX processes, signals and flock")
@@ -295,3 +296,27 @@ def test_check_writable_names_why_the_probe_failed(tmp_path, monkeypatch, code, 
     with pytest.raises(NotWritableError) as refused:
         check_writable(tmp_path / "grid.png")
     assert str(refused.value) == f"cannot write {tmp_path / 'grid.png'}: {reason} {tmp_path}; choose another path"
+
+
+# ----------------------------------------------------------------------------- a fresh run where an old one was
+
+
+def test_set_aside_keeps_every_earlier_run_beside_the_new_one(tmp_path):
+    # Notebook 02 does this unless resume=True: `make run` after `make test` trains afresh, and nothing is lost.
+    run = tmp_path / "02_training"
+    assert set_aside(run) is None
+    for attempt in (1, 2):
+        run.mkdir()
+        (run / "checkpoint.pt").write_text(f"attempt {attempt}")
+        assert set_aside(run) == tmp_path / f"02_training.previous-{attempt}"
+        assert not run.exists()
+    assert (tmp_path / "02_training.previous-1" / "checkpoint.pt").read_text() == "attempt 1"
+    assert not (tmp_path / "02_training.previous-2" / LOCK_NAME).exists()
+
+
+def test_set_aside_leaves_a_run_that_is_still_being_written(tmp_path):
+    run = tmp_path / "02_training"
+    with RunLock(run):
+        with pytest.raises(RunFolderBusy):
+            set_aside(run)
+    assert run.is_dir() and not (tmp_path / "02_training.previous-1").exists()
