@@ -59,7 +59,8 @@ class TrainConfig:
             ("ema_decay", _is_number(self.ema_decay) and 0 <= self.ema_decay < 1, "in [0, 1)"),
             ("ema_warmup", _is_int(self.ema_warmup) and self.ema_warmup >= 1, "a whole number, at least 1"),
             ("schedule", self.schedule in SCHEDULE_REGISTRY, f"one of {tuple(SCHEDULE_REGISTRY)}"),
-            ("timesteps", _is_int(self.timesteps) and self.timesteps >= 2, "a whole number, at least 2"),
+            # The upper bound stops a crafted weights file from asking the schedule for gigabytes.
+            ("timesteps", _is_int(self.timesteps) and 2 <= self.timesteps <= 100_000, "a whole number from 2 to 100,000"),
             ("prediction", self.prediction in PREDICTIONS, f"one of {PREDICTIONS}"),
             ("loss_weighting", self.loss_weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
             ("min_snr_gamma", _is_number(self.min_snr_gamma) and self.min_snr_gamma > 0, "a positive number"),

@@ -53,6 +53,7 @@ class UNetConfig:
             ("blocks_per_level", _is_whole(self.blocks_per_level) and 1 <= self.blocks_per_level <= MAX_BLOCKS_PER_LEVEL,
              f"a whole number from 1 to {MAX_BLOCKS_PER_LEVEL}"),
             ("attention", isinstance(self.attention, bool), "True or False"),
+            ("time_input", isinstance(self.time_input, bool), "True or False"),
             ("num_classes", _is_whole(self.num_classes) and 0 <= self.num_classes <= MAX_CLASSES,
              f"0 (unconditional) or the number of labels, at most {MAX_CLASSES}"),
         ]  # fmt: skip
