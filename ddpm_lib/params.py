@@ -29,7 +29,7 @@ from typing import Any, Mapping, get_args, get_origin
 
 from .config import LR_SCHEDULES
 from .device import PRECISIONS
-from .objective import WEIGHTINGS
+from .objective import PREDICTIONS, WEIGHTINGS
 from .schedule import SCHEDULE_REGISTRY
 
 _TRUE = ("true", "yes", "1")
@@ -206,6 +206,7 @@ TRAINING_NOTEBOOK = {
     "lr": Param(float, minimum=1e-8),
     "lr_schedule": Param(str, choices=LR_SCHEDULES),
     "warmup_steps": Param(int, minimum=0),
+    "prediction": Param(str, choices=PREDICTIONS),
     "loss_weighting": Param(str, choices=WEIGHTINGS),
     "schedule": Param(str, choices=tuple(SCHEDULE_REGISTRY)),
     "channels": Param(list[int], minimum=8, length=3),

@@ -41,7 +41,7 @@ def test_help_notebook_documents_every_parameter():
         [sys.executable, "-m", "papermill", "--help-notebook", str(TRAINING)], capture_output=True, text=True, check=True
     )
     documented = result.stdout
-    names = ("epochs", "batch_size", "lr", "warmup_steps", "lr_schedule", "loss_weighting", "schedule", "channels", "ema_decay",
+    names = ("epochs", "batch_size", "lr", "warmup_steps", "lr_schedule", "prediction", "loss_weighting", "schedule", "channels", "ema_decay",
              "train_subset", "device", "amp", "out_dir", "resume", "seed", "n_evaluate", "ablation_steps")
     for name in names:
         line = next((l for l in documented.splitlines() if l.strip().startswith(f"{name}:")), None)
