@@ -73,6 +73,8 @@ VARIANTS = {
     "nb02_subset": {**NOTEBOOK_02, "train_subset": 12_000},
     "nb02_subset_cosine_lr": {**NOTEBOOK_02, "train_subset": 12_000, "lr_schedule": "cosine"},
     "nb02_subset_cosine_lr_8e-3": {**NOTEBOOK_02, "train_subset": 12_000, "lr_schedule": "cosine", "lr": 8e-3},
+    "nb02_subset_v": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v"},
+    "nb02_subset_v_cosine_lr": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "lr_schedule": "cosine"},
 }
 COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes")
 
