@@ -18,6 +18,10 @@ from .unet import UNetConfig
 
 LR_SCHEDULES = ("constant", "cosine")
 
+# Sampling settings shared by the command line, the evaluation and the explorers.
+SAMPLING_BATCH = 500  # digits drawn at once, bounding memory whatever n; batch k uses seed + k, so it also decides the digits a seed gives
+DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
+
 
 @dataclass
 class TrainConfig:
