@@ -51,6 +51,8 @@ from browser_support import (
     write_widget_demo_notebook,
 )
 
+pytestmark = pytest.mark.browser
+
 SCREENSHOT_ROOT = REPO_ROOT / "runs" / "browser-screenshots"
 
 
