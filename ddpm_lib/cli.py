@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import DEFAULT_GUIDANCE, LR_SCHEDULES, SAMPLING_BATCH, TrainConfig
-from .device import PRECISIONS, resolve_device, resolve_precision
+from .device import PRECISIONS, autocast, model_device, resolve_device, resolve_precision
 from .objective import PREDICTIONS, WEIGHTINGS
 from .runfolder import check_writable
 from .schedule import SCHEDULE_REGISTRY
@@ -228,7 +228,9 @@ def _sample(args) -> int:
     guidance = _guidance_request(args)
     model, schedule = _load_model(args, conditional=args.conditional)
     _check_steps(args.sampler, [args.steps], schedule.timesteps, "--steps")
-    images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
+    device = model_device(model)
+    with autocast(device, resolve_precision("auto", device)):  # the precision evaluate samples in: one seed, one set of digits
+        images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
         save_grid(images, out, nrow=10 if args.conditional and args.digit is None else None)

@@ -5,6 +5,7 @@ one test runs ``python -m ddpm_lib`` as a real subprocess, to check the entry po
 Sampling reads an untrained tiny network's weights; the tests that train are marked slow.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -107,6 +108,15 @@ def test_sample_png_is_deterministic(weights, tmp_path, cli):
         assert cli("sample", "--checkpoint", weights, "--n", "4", "--steps", "3", "--seed", "1", "--out", out).returncode == 0
     assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_sample_draws_in_the_precision_evaluate_uses(weights, tmp_path, monkeypatch, cli):
+    """On a GPU, "auto" means bf16 or fp16 for the network: sample must use it as evaluate does, or one seed gives two sets of digits."""
+    entered = []
+    monkeypatch.setattr(cli_module, "resolve_precision", lambda amp, device: "bf16" if amp == "auto" else amp)
+    monkeypatch.setattr(cli_module, "autocast", lambda device, precision: entered.append((device.type, precision)) or contextlib.nullcontext())
+    assert cli("sample", "--checkpoint", weights, "--n", "2", "--steps", "2", "--out", tmp_path / "x.npz").returncode == 0
+    assert entered == [("cpu", "bf16")]
 
 
 def test_bad_requests_fail_clearly(weights, tmp_path, cli):
