@@ -15,17 +15,29 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import torch
+
+from . import evaluation, sampling
+from .checkpoint import CheckpointError, load_model, save_weights
 from .config import DEFAULT_GUIDANCE, LR_SCHEDULES, SAMPLING_BATCH, TrainConfig
+from .data import MNISTUnavailable, load_mnist
 from .device import PRECISIONS, autocast, model_device, resolve_device, resolve_precision
+from .metrics import accuracy, train_classifier
 from .objective import PREDICTIONS, WEIGHTINGS
-from .runfolder import check_writable
+from .pretrained import ShippedWeightsError
+from .runfolder import RunFolderError, check_writable
 from .schedule import SCHEDULE_REGISTRY
+
+# trainer, plots and bench (matplotlib) are imported by the commands that use them, when they run:
+# --help and a refused flag answer without waiting for them.
 
 MAX_DIGITS = 1_000_000  # --n: more digits than anyone samples from a 28x28 model, refused before allocating
 MAX_BATCH = 20_000  # --batch-size: larger batches gain no speed and risk exhausting memory
@@ -144,8 +156,6 @@ TRAIN_FLAG_SPELLING = {"train_subset": "--subset", "out_dir": "--out"}  # the ot
 
 def _train_config(args) -> TrainConfig:
     """The flags as a TrainConfig; its own checks (ranges, combinations) become usage errors naming the flag."""
-    from dataclasses import replace
-
     if args.p_uncond is not None and not args.conditional:
         raise UsageError("--p-uncond only applies with --conditional")
     recipe = {
@@ -194,13 +204,11 @@ def _model_flags(p: argparse.ArgumentParser, n_default: int, checkpoint_help: st
 
 
 def _sampling_flags(p: argparse.ArgumentParser, n_default: int):
-    from .sampling import SAMPLER_REGISTRY
-
     _model_flags(p, n_default, "training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
-    samplers = SAMPLER_REGISTRY.values()
+    samplers = sampling.SAMPLER_REGISTRY.values()
     with_steps = "/".join(s.name for s in samplers if s.uses_steps)
     with_eta = "/".join(s.name for s in samplers if s.has_eta)
-    p.add_argument("--sampler", choices=tuple(SAMPLER_REGISTRY), default="ddim",
+    p.add_argument("--sampler", choices=tuple(sampling.SAMPLER_REGISTRY), default="ddim",
                    help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
     p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
     p.add_argument("--eta", type=_non_negative, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
@@ -218,10 +226,7 @@ def _sample_flags(p: argparse.ArgumentParser):
 
 
 def _sample(args) -> int:
-    import numpy as np
-
     from .plots import save_grid, to_uint8
-    from .sampling import get_sampler, sample_many
 
     out = Path(args.out)
     check_writable(out)  # before minutes of sampling
@@ -230,7 +235,7 @@ def _sample(args) -> int:
     _check_steps(args.sampler, [args.steps], schedule.timesteps, "--steps")
     device = model_device(model)
     with autocast(device, resolve_precision("auto", device)):  # the precision evaluate samples in: one seed, one set of digits
-        images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
+        images = sampling.sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
         save_grid(images, out, nrow=10 if args.conditional and args.digit is None else None)
@@ -239,23 +244,19 @@ def _sample(args) -> int:
     else:
         np.savez_compressed(out, images=to_uint8(images), labels=guidance.labels.numpy().astype(np.uint8))
     what = "" if guidance is None else f", {'rows of 0-9' if args.digit is None else f'digit {args.digit}'}, guidance {guidance.weight:g}"
-    print(f"wrote {args.n} digits ({get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
+    print(f"wrote {args.n} digits ({sampling.get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
     return 0
 
 
 def _guidance_request(args):
     """The labels and weight to sample with, or None for an unconditional model."""
-    import torch
-
-    from .sampling import Guidance, balanced_labels
-
     weight, digit = _guidance_weight(args), args.digit
     if weight is None:
         if digit is not None:
             raise UsageError("--class needs a class-conditional model: add --conditional")
         return None
-    labels = balanced_labels(args.n) if digit is None else torch.full((args.n,), digit)
-    return Guidance(labels, weight)
+    labels = sampling.balanced_labels(args.n) if digit is None else torch.full((args.n,), digit)
+    return sampling.Guidance(labels, weight)
 
 
 def _guidance_weight(args) -> float | None:
@@ -269,8 +270,6 @@ def _guidance_weight(args) -> float | None:
 
 def _load_model(args, conditional: bool):
     """The model and schedule that --checkpoint (or the shipped weights) holds."""
-    from .checkpoint import load_model
-
     try:
         model, schedule, _ = load_model(args.checkpoint, args.device, conditional=conditional)
     except ValueError as exc:  # the device is checked by now: a model of the other kind (conditional or not) than asked for
@@ -282,10 +281,8 @@ def _load_model(args, conditional: bool):
 
 def _check_steps(sampler: str, step_counts: list[int], timesteps: int, flag: str):
     """Refuse, before any sampling, a step count the model's schedule does not have."""
-    from .sampling import get_sampler
-
     too_many = [steps for steps in step_counts if steps > timesteps]
-    if get_sampler(sampler).uses_steps and too_many:
+    if sampling.get_sampler(sampler).uses_steps and too_many:
         raise UsageError(f"{flag} {too_many[0]} is more than the model's {timesteps} timesteps")
 
 
@@ -300,13 +297,11 @@ def _evaluate_flags(p: argparse.ArgumentParser):
 
 
 def _evaluate(args) -> int:
-    from .evaluation import evaluate_model
-
     _warn_if_few_digits(args.n)
     guidance = _guidance_weight(args)
     model, schedule = _load_model(args, conditional=guidance is not None)
     _check_steps(args.sampler, [args.steps], schedule.timesteps, "--steps")
-    print(evaluate_model(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance))
+    print(evaluation.evaluate_model(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance))
     return 0
 
 
@@ -321,10 +316,6 @@ def _sweep_flags(p: argparse.ArgumentParser):
 
 
 def _sweep(args) -> int:
-    import csv
-
-    from .evaluation import CURVE_COLUMNS, guidance_and_steps_curves
-
     out = Path(args.out)
     check_writable(out)
     _warn_if_few_digits(args.n)
@@ -333,7 +324,7 @@ def _sweep(args) -> int:
     _check_steps("ddim", args.steps, schedule.timesteps, "--steps")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, CURVE_COLUMNS)
+        writer = csv.DictWriter(f, evaluation.CURVE_COLUMNS)
         writer.writeheader()
 
         def log(row):
@@ -342,7 +333,7 @@ def _sweep(args) -> int:
             print(f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
                   f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s", flush=True)
 
-        guidance_and_steps_curves(
+        evaluation.guidance_and_steps_curves(
             model, schedule, args.n, args.guidance, args.steps, args.guidance_steps, args.steps_guidance,
             include_ddpm=not args.no_ddpm, seed=args.seed, batch_size=args.batch_size, log=log,
         )
@@ -357,10 +348,6 @@ def _train_classifier_flags(p: argparse.ArgumentParser):
 
 
 def _train_classifier(args) -> int:
-    from .checkpoint import save_weights
-    from .data import load_mnist
-    from .metrics import accuracy, train_classifier
-
     check_writable(Path(args.out))
     images, labels = load_mnist(train=True)
     classifier = train_classifier(images, labels, epochs=args.epochs, seed=args.seed)
@@ -423,11 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import MNISTUnavailable
-    from .pretrained import ShippedWeightsError
-    from .runfolder import RunFolderError
-
     parser, commands = _parsers()
     args = parser.parse_args(argv)
     command = COMMANDS[args.command]
