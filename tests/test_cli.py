@@ -22,7 +22,6 @@ from ddpm_lib import evaluation, sampling, trainer
 from ddpm_lib.checkpoint import save_weights
 from ddpm_lib.cli import COMMANDS, RELIABLE_FID_DIGITS, build_parser, main
 from ddpm_lib.config import TrainConfig
-from ddpm_lib.unet import SimpleUNet
 
 TINY = ["--subset", "256", "--batch-size", "64", "--channels", "8,16,16", "--quiet"]  # the flags of conftest's TINY_MODEL
 
