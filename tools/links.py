@@ -56,5 +56,7 @@ def rewrite(new_url: str, root: Path = REPO_ROOT) -> list[Path]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
     for path in rewrite(sys.argv[1]):
         print("rewrote", path.relative_to(REPO_ROOT))
