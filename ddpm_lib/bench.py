@@ -9,16 +9,21 @@ the minutes of training until 90% of samples are confidently classified.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import torch
 
 from .checkpoint import build_model
 from .config import TrainConfig
+from .data import TRAINING_DIGITS
 from .device import autocast, resolve_device, resolve_precision
-from .sampling import sample
+from .evaluation import load_classifier
+from .metrics import DigitClassifier, Evaluation, evaluate_images, gaussian_stats
+from .sampling import sample, sample_many
 from .schedule import NoiseSchedule
 from .trainer import Trainer
 from .unet import SimpleUNet, count_parameters
@@ -66,30 +71,55 @@ def sampling_seconds(device, sampler: str, steps: int, precision: str, n: int = 
     return time.perf_counter() - start
 
 
+@dataclass
+class QualityMark:
+    """One measurement of a run in progress: how long it has trained, and how its samples score."""
+
+    mark: float  # as asked: minutes of optimisation, or a step count
+    steps: int
+    epochs: float
+    train_seconds: float  # in optimisation steps only; sampling and judging the digits are not counted
+    scores: Evaluation
+
+
+def quality_during_training(config: TrainConfig, marks: list[float], by: str, n: int, classifier: DigitClassifier, reference,
+                            seed: int = 1) -> Iterator[QualityMark]:
+    """Train ``config``'s recipe once and, at each mark, score n DDIM-50 samples of its EMA weights.
+
+    ``by`` is "minutes" (of optimisation on this machine) or "steps". By steps, the run is planned to
+    end in the epoch of the last mark (so a cosine learning rate reaches 0 there when the mark ends an
+    epoch); by minutes its length is unknown in advance, and it is open-ended. It writes no files.
+    """
+    if by not in ("minutes", "steps"):
+        raise ValueError(f"by must be 'minutes' or 'steps', got {by!r}")
+    steps_per_epoch = (config.train_subset or TRAINING_DIGITS) // config.batch_size
+    epochs = math.ceil(max(marks) / steps_per_epoch) if by == "steps" else 10_000
+    trainer = Trainer(replace(config, out_dir=None, epochs=epochs), progress=False)
+    trained = 0.0
+    for mark in marks:
+        if by == "steps":
+            trained += trainer.train_steps(int(mark) - trainer.step)
+        else:
+            while trained < mark * 60:
+                trained += trainer.train_steps(10)
+        with autocast(trainer.device, trainer.precision):
+            images = sample_many(trainer.sampler_model(), trainer.schedule, n, "ddim", 50, seed=seed)
+        yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, evaluate_images(classifier, images, reference))
+
+
 def minutes_to_quality(config: TrainConfig, target: float = 0.9, max_minutes: float = 20, every_minutes: float = 5,
                        n_eval: int = 1000) -> tuple[float | None, list[str]]:
-    """Train ``config``'s recipe, checking n_eval DDIM-50 samples every ``every_minutes`` of training.
-
-    Only the optimisation steps are timed; sampling and judging the digits are not.
-    """
-    from .evaluation import load_classifier
-    from .metrics import evaluate_images, gaussian_stats
-    from .sampling import sample_many
-
+    """Minutes of training until ``target`` of n_eval samples are confidently classified (None if not within
+    ``max_minutes``), checked every ``every_minutes``; and a line per check."""
     classifier = load_classifier()
-    dummy_reference = gaussian_stats(torch.randn(64, classifier.feature_dim))  # FID is not needed here
-    trainer = Trainer(replace(config, out_dir=None, epochs=1_000), progress=False)
-    log, trained, checkpoint = [], 0.0, every_minutes
-    while trained / 60 < max_minutes:
-        while trained / 60 < checkpoint:
-            trained += trainer.train_steps(10)
-        with autocast(trainer.device, trainer.precision):
-            images = sample_many(trainer.sampler_model(), trainer.schedule, n_eval, "ddim", 50, seed=1)
-        confident = evaluate_images(classifier, images, dummy_reference).confident
-        log.append(f"{trained / 60:.1f} min of training, {trainer.step} steps ({trainer.step / trainer.steps_per_epoch:.1f} epochs): {confident:.1%} confident")
-        if confident >= target:
-            return trained / 60, log
-        checkpoint += every_minutes
+    unused_reference = gaussian_stats(torch.randn(64, classifier.feature_dim))  # only the confident fraction is read
+    marks = [every_minutes * k for k in range(1, math.ceil(max_minutes / every_minutes) + 1)]
+    log = []
+    for point in quality_during_training(config, marks, "minutes", n_eval, classifier, unused_reference):
+        minutes = point.train_seconds / 60
+        log.append(f"{minutes:.1f} min of training, {point.steps} steps ({point.epochs:.1f} epochs): {point.scores.confident:.1%} confident")
+        if point.scores.confident >= target:
+            return minutes, log
     return None, log
 
 

@@ -1,25 +1,56 @@
-"""Command line: ``python -m ddpm_lib train | sample | evaluate | sweep | bench``.
+"""Command line: ``python -m ddpm_lib COMMAND ...`` (or ``ddpm-mnist COMMAND ...``).
 
 The spellings of these commands and flags are a public interface: outside
 scripts rely on them, so change them only with a deprecation.
+
+A command is one row of ``COMMANDS`` below: its name, one line of help, a
+function that adds its flags and one that runs it. The parser, the dispatch
+and the list of commands at the end of this docstring are all made from it.
+A mistake the user can fix (a flag, a file) ends in one line and exit code 2;
+anything else is a bug and shows its traceback.
+
+Commands:
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
-from .config import LR_SCHEDULES, TrainConfig
-from .device import PRECISIONS
+import numpy as np
+import torch
+
+from . import evaluation, sampling
+from .checkpoint import CheckpointError, load_model, save_weights
+from .config import DEFAULT_GUIDANCE, LR_SCHEDULES, SAMPLING_BATCH, TrainConfig
+from .data import MNISTUnavailable, load_mnist
+from .device import PRECISIONS, autocast, model_device, resolve_device, resolve_precision
+from .metrics import accuracy, train_classifier
 from .objective import PREDICTIONS, WEIGHTINGS
-from .runfolder import check_writable
+from .pretrained import ShippedWeightsError
+from .runfolder import RunFolderError, check_writable
 from .schedule import SCHEDULE_REGISTRY
+
+# trainer, plots and bench (matplotlib) are imported by the commands that use them, when they run:
+# --help and a refused flag answer without waiting for them.
 
 MAX_DIGITS = 1_000_000  # --n: more digits than anyone samples from a 28x28 model, refused before allocating
 MAX_BATCH = 20_000  # --batch-size: larger batches gain no speed and risk exhausting memory
-DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
+# --n of evaluate and sweep: the classifier-FID estimates a 128 x 128 feature covariance, whose
+# estimate is too noisy below a few hundred digits to compare runs; fewer than this get a warning.
+RELIABLE_FID_DIGITS = 500
+
+
+class UsageError(Exception):
+    """Flags that parse one by one but not together, or not with the model given: the user's to fix."""
+
+
+# ------------------------------------------------------------------ flag types
 
 
 def _positive(kind, at_most: float = math.inf):
@@ -37,26 +68,6 @@ def _positive(kind, at_most: float = math.inf):
     return parse
 
 
-def _add_sampling_flags(p: argparse.ArgumentParser, n_default: int):
-    from .sampling import SAMPLER_REGISTRY
-
-    samplers = SAMPLER_REGISTRY.values()
-    with_steps = "/".join(s.name for s in samplers if s.uses_steps)
-    with_eta = "/".join(s.name for s in samplers if s.has_eta)
-    p.add_argument("--checkpoint", help="training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
-    p.add_argument("--n", type=_positive(int, at_most=MAX_DIGITS), default=n_default, help=f"number of digits (default {n_default})")
-    p.add_argument("--sampler", choices=tuple(SAMPLER_REGISTRY), default="ddim",
-                   help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
-    p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
-    p.add_argument("--eta", type=_non_negative, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_positive(int, at_most=MAX_BATCH), default=500, help="digits sampled at once (memory)")
-    p.add_argument("--conditional", action="store_true", help="use a class-conditional model (default: the shipped one)")
-    p.add_argument("--guidance", type=_non_negative,
-                   help=f"with --conditional: guidance weight w, 0 ignores the label, 1 plain conditional (default {DEFAULT_GUIDANCE:g})")
-
-
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -67,24 +78,53 @@ def _non_negative(text: str) -> float:
     return value
 
 
-def _number_list(kind):
+def _list_of(parse_one):
+    """A comma-separated list, each item read by ``parse_one``; the message names the item that failed."""
+
     def parse(text: str):
-        try:
-            values = [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-        if not values or any(v < 0 for v in values):
-            raise argparse.ArgumentTypeError(f"expected comma-separated numbers >= 0, got {text!r}")
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        values = []
+        for item in items:
+            try:
+                values.append(parse_one(item))
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"{item!r} in {text!r}: {exc}") from None
         return values
 
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _file_ending_in(*suffixes: str):
+    def parse(text: str) -> str:
+        if Path(text).suffix not in suffixes:
+            raise argparse.ArgumentTypeError(f"must end in {' or '.join(suffixes)}, got {text}")
+        return text
 
-    p = sub.add_parser("train", help="train a SimpleUNet on MNIST")
+    return parse
+
+
+def _device(text: str) -> str:
+    """The name as given ("auto" stays "auto"), once it names a device this machine has."""
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three whole numbers such as 32,64,128, got {text!r}") from None
+
+
+# ------------------------------------------------------------------- commands
+
+
+def _train_flags(p: argparse.ArgumentParser):
     p.add_argument("--epochs", type=_positive(int), required=True, help="total epochs (with --resume: including those done)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -100,71 +140,53 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--prediction", choices=PREDICTIONS, help="the network's target: the noise (eps) or the velocity (v)")
     recipe.add_argument("--loss-weighting", choices=WEIGHTINGS)
     recipe.add_argument("--min-snr-gamma", type=_positive(float))
-    recipe.add_argument("--channels", help="widths at 28, 14, 7 pixels, e.g. 32,64,128")
+    recipe.add_argument("--channels", type=_channels, help="widths at 28, 14, 7 pixels, e.g. 32,64,128")
     recipe.add_argument("--no-attention", action="store_true", help="leave out the self-attention at 7x7")
     recipe.add_argument("--conditional", action="store_true", help="learn the digit's label too, for classifier-free guidance")
     recipe.add_argument("--p-uncond", type=float, help="with --conditional: chance of hiding the label")
     p.add_argument("--amp", choices=PRECISIONS, default="auto")
     p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run the plain step instead of replaying a CUDA graph")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("sample", help="draw digits into a PNG grid or an .npz array")
-    _add_sampling_flags(p, n_default=64)
-    p.add_argument("--class", dest="digit", type=int, choices=range(10), metavar="K",
-                   help="with --conditional: draw only the digit K (default: rows of 0..9)")
-    p.add_argument("--out", required=True, help="FILE.png (a grid) or FILE.npz (keys 'images', uint8, N x 28 x 28, and 'labels' if conditional)")
 
-    p = sub.add_parser("evaluate", help="classifier-FID, confident fraction and class histogram of samples")
-    _add_sampling_flags(p, n_default=10_000)
-
-    p = sub.add_parser("sweep", help="(conditional) classifier-FID and accuracy against guidance weight and DDIM steps, to CSV")
-    p.add_argument("--checkpoint", help="a conditional checkpoint or weights; default: the shipped conditional weights")
-    p.add_argument("--guidance", type=_number_list(float), default=[0, 0.5, 1, 2, 3, 4, 6], help="weights w for the guidance curve")
-    p.add_argument("--guidance-steps", type=_positive(int), default=50, help="DDIM steps for the guidance curve")
-    p.add_argument("--steps", type=_number_list(int), default=[10, 20, 50, 100, 1000], help="DDIM step counts for the steps curve")
-    p.add_argument("--steps-guidance", type=_non_negative, help="w for the steps curve (default: lowest FID on the guidance curve)")
-    p.add_argument("--no-ddpm", action="store_true", help="leave DDPM (all T steps, slow on a CPU) out of the steps curve")
-    p.add_argument("--n", type=_positive(int), default=10_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=_positive(int), default=500)
-    p.add_argument("--out", required=True, help="FILE.csv")
-
-    p = sub.add_parser("train-classifier", help="train the digit classifier behind `evaluate` and report its test accuracy")
-    p.add_argument("--epochs", type=_positive(int), default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="FILE.safetensors")
-
-    p = sub.add_parser("bench", help="print training and sampling speed on this machine")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quality", action="store_true", help="also train until 90%% of samples are confidently classified")
-    p.add_argument("--quality-minutes", type=_positive(float), default=20, help="give up after this many minutes of training")
-    p.add_argument("--seconds", type=_positive(float), default=8.0, help="time each training row for this long")
-    return parser
+TRAIN_FLAG_SPELLING = {"train_subset": "--subset", "out_dir": "--out"}  # the other fields' flags: "_" -> "-"
 
 
-def _train(args) -> int:
-    from dataclasses import replace
-
-    from .trainer import train
-
+def _train_config(args) -> TrainConfig:
+    """The flags as a TrainConfig; its own checks (ranges, combinations) become usage errors naming the flag."""
     if args.p_uncond is not None and not args.conditional:
-        raise ValueError("--p-uncond only applies with --conditional")
+        raise UsageError("--p-uncond only applies with --conditional")
     recipe = {
         "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "lr_schedule": args.lr_schedule,
         "ema_decay": args.ema_decay, "schedule": args.schedule, "prediction": args.prediction,
         "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma, "p_uncond": args.p_uncond,
     }  # fmt: skip
-    model = TrainConfig().model
-    if args.channels:
-        model = replace(model, channels=tuple(int(c) for c in args.channels.split(",")))
-    model = replace(model, attention=not args.no_attention, num_classes=10 if args.conditional else 0)
-    config = TrainConfig(
-        epochs=args.epochs, out_dir=args.out, train_subset=args.subset, amp=args.amp, device=args.device, seed=args.seed,
-        cuda_graphs=not args.no_cuda_graphs, model=model, **{k: v for k, v in recipe.items() if v is not None},
-    )  # fmt: skip
+    default = TrainConfig().model
+    try:
+        model = replace(default, channels=args.channels or default.channels, attention=not args.no_attention,
+                        num_classes=10 if args.conditional else 0)
+    except ValueError as exc:  # UNetConfig's checks of the widths
+        raise UsageError(f"--channels: {exc}") from None
+    try:
+        resolve_precision(args.amp, resolve_device(args.device))
+    except ValueError as exc:  # fp16 asked for without a GPU
+        raise UsageError(f"--amp: {exc}") from None
+    try:
+        return TrainConfig(
+            epochs=args.epochs, out_dir=args.out, train_subset=args.subset, amp=args.amp, device=args.device, seed=args.seed,
+            cuda_graphs=not args.no_cuda_graphs, model=model, **{k: v for k, v in recipe.items() if v is not None},
+        )  # fmt: skip
+    except ValueError as exc:  # TrainConfig's checks: "ema_decay must be ..." becomes "--ema-decay must be ..."
+        field, _, rest = str(exc).partition(" ")
+        raise UsageError(f"{TRAIN_FLAG_SPELLING.get(field, '--' + field.replace('_', '-'))} {rest}") from None
+
+
+def _train(args) -> int:
+    from .trainer import train
+
+    config = _train_config(args)
     result = train(config, resume=args.resume, progress=not args.quiet, allow_changes=args.allow_changes)
     print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}{', CUDA graph' if result.graphed else ''}); "
           f"final loss {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
@@ -172,20 +194,48 @@ def _train(args) -> int:
     return 0
 
 
-def _sample(args) -> int:
-    import numpy as np
+def _model_flags(p: argparse.ArgumentParser, n_default: int, checkpoint_help: str):
+    """What every command that samples a model shares: which model, how many digits, where and how fast."""
+    p.add_argument("--checkpoint", help=checkpoint_help)
+    p.add_argument("--n", type=_positive(int, at_most=MAX_DIGITS), default=n_default, help=f"number of digits (default {n_default:,})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", type=_device, default="auto")
+    p.add_argument("--batch-size", type=_positive(int, at_most=MAX_BATCH), default=SAMPLING_BATCH, help="digits sampled at once (memory)")
 
+
+def _sampling_flags(p: argparse.ArgumentParser, n_default: int):
+    _model_flags(p, n_default, "training checkpoint (.pt) or weights (.safetensors); default: the shipped weights")
+    samplers = sampling.SAMPLER_REGISTRY.values()
+    with_steps = "/".join(s.name for s in samplers if s.uses_steps)
+    with_eta = "/".join(s.name for s in samplers if s.has_eta)
+    p.add_argument("--sampler", choices=tuple(sampling.SAMPLER_REGISTRY), default="ddim",
+                   help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
+    p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
+    p.add_argument("--eta", type=_non_negative, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
+    p.add_argument("--conditional", action="store_true", help="use a class-conditional model (default: the shipped one)")
+    p.add_argument("--guidance", type=_non_negative,
+                   help=f"with --conditional: guidance weight w, 0 ignores the label, 1 plain conditional (default {DEFAULT_GUIDANCE:g})")
+
+
+def _sample_flags(p: argparse.ArgumentParser):
+    _sampling_flags(p, n_default=64)
+    p.add_argument("--class", dest="digit", type=int, choices=range(10), metavar="K",
+                   help="with --conditional: draw only the digit K (default: rows of 0..9)")
+    p.add_argument("--out", type=_file_ending_in(".png", ".npz"), required=True,
+                   help="FILE.png (a grid) or FILE.npz (keys 'images', uint8, N x 28 x 28, and 'labels' if conditional)")
+
+
+def _sample(args) -> int:
     from .plots import save_grid, to_uint8
-    from .checkpoint import load_model
-    from .sampling import get_sampler, sample_many
 
     out = Path(args.out)
-    if out.suffix not in (".png", ".npz"):
-        raise ValueError(f"--out must end in .png or .npz, got {out}")
     check_writable(out)  # before minutes of sampling
     guidance = _guidance_request(args)
-    model, schedule, _ = load_model(args.checkpoint, args.device, conditional=args.conditional)
-    images = sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
+    model, schedule = _load_model(args, conditional=args.conditional)
+    _check_steps(args.sampler, [args.steps], schedule.timesteps, "--steps")
+    device = model_device(model)
+    with autocast(device, resolve_precision("auto", device)):  # the precision evaluate samples in: one seed, one set of digits
+        images = sampling.sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
         save_grid(images, out, nrow=10 if args.conditional and args.digit is None else None)
@@ -194,39 +244,110 @@ def _sample(args) -> int:
     else:
         np.savez_compressed(out, images=to_uint8(images), labels=guidance.labels.numpy().astype(np.uint8))
     what = "" if guidance is None else f", {'rows of 0-9' if args.digit is None else f'digit {args.digit}'}, guidance {guidance.weight:g}"
-    print(f"wrote {args.n} digits ({get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
+    print(f"wrote {args.n} digits ({sampling.get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
     return 0
 
 
 def _guidance_request(args):
     """The labels and weight to sample with, or None for an unconditional model."""
-    import torch
-
-    from .sampling import Guidance, balanced_labels
-
     weight, digit = _guidance_weight(args), args.digit
     if weight is None:
         if digit is not None:
-            raise ValueError("--class needs a class-conditional model: add --conditional")
+            raise UsageError("--class needs a class-conditional model: add --conditional")
         return None
-    labels = balanced_labels(args.n) if digit is None else torch.full((args.n,), digit)
-    return Guidance(labels, weight)
+    labels = sampling.balanced_labels(args.n) if digit is None else torch.full((args.n,), digit)
+    return sampling.Guidance(labels, weight)
 
 
 def _guidance_weight(args) -> float | None:
     """w for a conditional run (the default when not given); None for an unconditional one."""
     if not args.conditional:
         if args.guidance is not None:
-            raise ValueError("--guidance needs a class-conditional model: add --conditional")
+            raise UsageError("--guidance needs a class-conditional model: add --conditional")
         return None
     return DEFAULT_GUIDANCE if args.guidance is None else args.guidance
 
 
-def _train_classifier(args) -> int:
-    from .data import load_mnist
-    from .metrics import accuracy, train_classifier
-    from .checkpoint import save_weights
+def _load_model(args, conditional: bool):
+    """The model and schedule that --checkpoint (or the shipped weights) holds."""
+    try:
+        model, schedule, _ = load_model(args.checkpoint, args.device, conditional=conditional)
+    except ValueError as exc:  # the device is checked by now: a model of the other kind (conditional or not) than asked for
+        if args.command == "sweep":  # which has no --conditional flag to add or drop
+            raise UsageError(f"{args.checkpoint} is an unconditional model; sweep needs one trained with `train --conditional`") from None
+        raise UsageError(str(exc)) from None
+    return model, schedule
 
+
+def _check_steps(sampler: str, step_counts: list[int], timesteps: int, flag: str):
+    """Refuse, before any sampling, a step count the model's schedule does not have."""
+    too_many = [steps for steps in step_counts if steps > timesteps]
+    if sampling.get_sampler(sampler).uses_steps and too_many:
+        raise UsageError(f"{flag} {too_many[0]} is more than the model's {timesteps} timesteps")
+
+
+def _warn_if_few_digits(n: int):
+    if n < RELIABLE_FID_DIGITS:
+        print(f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs",
+              file=sys.stderr)
+
+
+def _evaluate_flags(p: argparse.ArgumentParser):
+    _sampling_flags(p, n_default=10_000)
+
+
+def _evaluate(args) -> int:
+    _warn_if_few_digits(args.n)
+    guidance = _guidance_weight(args)
+    model, schedule = _load_model(args, conditional=guidance is not None)
+    _check_steps(args.sampler, [args.steps], schedule.timesteps, "--steps")
+    print(evaluation.evaluate_model(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance))
+    return 0
+
+
+def _sweep_flags(p: argparse.ArgumentParser):
+    _model_flags(p, 10_000, "a conditional checkpoint or weights; default: the shipped conditional weights")
+    p.add_argument("--guidance", type=_list_of(_non_negative), default=[0, 0.5, 1, 2, 3, 4, 6], help="weights w for the guidance curve")
+    p.add_argument("--guidance-steps", type=_positive(int), default=50, help="DDIM steps for the guidance curve")
+    p.add_argument("--steps", type=_list_of(_positive(int)), default=[10, 20, 50, 100, 1000], help="DDIM step counts for the steps curve")
+    p.add_argument("--steps-guidance", type=_non_negative, help="w for the steps curve (default: lowest FID on the guidance curve)")
+    p.add_argument("--no-ddpm", action="store_true", help="leave DDPM (all T steps, slow on a CPU) out of the steps curve")
+    p.add_argument("--out", type=_file_ending_in(".csv"), required=True, help="FILE.csv")
+
+
+def _sweep(args) -> int:
+    out = Path(args.out)
+    check_writable(out)
+    _warn_if_few_digits(args.n)
+    model, schedule = _load_model(args, conditional=True)
+    _check_steps("ddim", [args.guidance_steps], schedule.timesteps, "--guidance-steps")
+    _check_steps("ddim", args.steps, schedule.timesteps, "--steps")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, evaluation.CURVE_COLUMNS)
+        writer.writeheader()
+
+        def log(row):
+            writer.writerow(row)
+            f.flush()  # an interrupted sweep keeps the points it measured
+            print(f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
+                  f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s", flush=True)
+
+        evaluation.guidance_and_steps_curves(
+            model, schedule, args.n, args.guidance, args.steps, args.guidance_steps, args.steps_guidance,
+            include_ddpm=not args.no_ddpm, seed=args.seed, batch_size=args.batch_size, log=log,
+        )
+    print(f"wrote {out}")
+    return 0
+
+
+def _train_classifier_flags(p: argparse.ArgumentParser):
+    p.add_argument("--epochs", type=_positive(int), default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=_file_ending_in(".safetensors"), required=True, help="FILE.safetensors")
+
+
+def _train_classifier(args) -> int:
     check_writable(Path(args.out))
     images, labels = load_mnist(train=True)
     classifier = train_classifier(images, labels, epochs=args.epochs, seed=args.seed)
@@ -236,43 +357,11 @@ def _train_classifier(args) -> int:
     return 0
 
 
-def _evaluate(args) -> int:
-    from .evaluation import evaluate_model
-
-    guidance = _guidance_weight(args)
-    report = evaluate_model(args.checkpoint, args.n, args.sampler, args.steps, args.seed, args.eta, args.device, args.batch_size, guidance)
-    print(report)
-    return 0
-
-
-def _sweep(args) -> int:
-    import csv
-
-    from .evaluation import CURVE_COLUMNS, guidance_and_steps_curves
-    from .checkpoint import load_model
-
-    out = Path(args.out)
-    if out.suffix != ".csv":
-        raise ValueError(f"--out must end in .csv, got {out}")
-    check_writable(out)
-    model, schedule, _ = load_model(args.checkpoint, args.device, conditional=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, CURVE_COLUMNS)
-        writer.writeheader()
-
-        def log(row):
-            writer.writerow(row)
-            f.flush()  # an interrupted sweep keeps the points it measured
-            print(f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
-                  f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s", flush=True)
-
-        guidance_and_steps_curves(
-            model, schedule, args.n, args.guidance, args.steps, args.guidance_steps, args.steps_guidance,
-            include_ddpm=not args.no_ddpm, seed=args.seed, batch_size=args.batch_size, log=log,
-        )
-    print(f"wrote {out}")
-    return 0
+def _bench_flags(p: argparse.ArgumentParser):
+    p.add_argument("--device", type=_device, default="auto")
+    p.add_argument("--quality", action="store_true", help="also train until 90%% of samples are confidently classified")
+    p.add_argument("--quality-minutes", type=_positive(float), default=20, help="give up after this many minutes of training")
+    p.add_argument("--seconds", type=_positive(float), default=8.0, help="time each training row for this long")
 
 
 def _bench(args) -> int:
@@ -282,26 +371,55 @@ def _bench(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .data import MNISTUnavailable
-    from .checkpoint import CheckpointError
-    from .pretrained import ShippedWeightsError
-    from .runfolder import RunFolderError
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str  # the line in --help and in this module's docstring
+    add_flags: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    if_interrupted: str = ""  # what Ctrl-C leaves behind, where the user can do something with it
 
+
+COMMANDS = {
+    command.name: command
+    for command in (
+        Command("train", "train a SimpleUNet on MNIST", _train_flags, _train,
+                if_interrupted="the last finished epoch's checkpoint is intact; continue with --resume"),
+        Command("sample", "draw digits into a PNG grid or an .npz array", _sample_flags, _sample),
+        Command("evaluate", "classifier-FID, confident fraction and class histogram of samples", _evaluate_flags, _evaluate),
+        Command("sweep", "(conditional) classifier-FID and accuracy against guidance weight and DDIM steps, to CSV", _sweep_flags, _sweep),
+        Command("train-classifier", "train the digit classifier behind `evaluate` and report its test accuracy", _train_classifier_flags, _train_classifier),
+        Command("bench", "print training and sampling speed on this machine", _bench_flags, _bench),
+    )
+}  # fmt: skip
+__doc__ += "".join(f"    {command.name:<18}{command.summary}\n" for command in COMMANDS.values())
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands = {}
+    for command in COMMANDS.values():
+        commands[command.name] = sub.add_parser(command.name, help=command.summary, description=command.summary)
+        command.add_flags(commands[command.name])
+    return parser, commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = _parsers()
+    args = parser.parse_args(argv)
+    command = COMMANDS[args.command]
     try:
-        return {
-            "train": _train,
-            "sample": _sample,
-            "evaluate": _evaluate,
-            "sweep": _sweep,
-            "bench": _bench,
-            "train-classifier": _train_classifier,
-        }[args.command](args)
-    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, RunFolderError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return command.run(args)
+    except UsageError as exc:
+        commands[command.name].error(str(exc))  # exits with code 2, like a flag argparse refused itself
+    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, RunFolderError, FileExistsError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # a file or folder the user named, or the data and weights it needs
         return 2
     except KeyboardInterrupt:
-        hint = ": the last finished epoch's checkpoint is intact; continue with --resume" if args.command == "train" else ""
-        print(f"\ninterrupted{hint}", file=sys.stderr)
+        print(f"\ninterrupted{': ' + command.if_interrupted if command.if_interrupted else ''}", file=sys.stderr)
         return 130

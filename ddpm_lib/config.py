@@ -11,12 +11,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
+from .data import TRAINING_DIGITS
 from .device import PRECISIONS
 from .objective import PREDICTIONS, WEIGHTINGS, Objective
 from .schedule import SCHEDULE_REGISTRY
 from .unet import UNetConfig
 
 LR_SCHEDULES = ("constant", "cosine")
+
+# Sampling settings shared by the command line, the evaluation and the explorers.
+SAMPLING_BATCH = 500  # digits drawn at once, bounding memory whatever n; batch k uses seed + k, so it also decides the digits a seed gives
+DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
 
 
 @dataclass
@@ -65,7 +70,7 @@ class TrainConfig:
             ("loss_weighting", self.loss_weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
             ("min_snr_gamma", _is_number(self.min_snr_gamma) and self.min_snr_gamma > 0, "a positive number"),
             ("p_uncond", _is_number(self.p_uncond) and 0 <= self.p_uncond < 1, "in [0, 1)"),
-            ("train_subset", self.train_subset is None or (_is_int(self.train_subset) and 1 <= self.train_subset <= 60_000), "None or 1..60000"),
+            ("train_subset", self.train_subset is None or (_is_int(self.train_subset) and 1 <= self.train_subset <= TRAINING_DIGITS), f"None or 1..{TRAINING_DIGITS}"),
             ("amp", self.amp in PRECISIONS, f"one of {PRECISIONS}"),
             ("cuda_graphs", isinstance(self.cuda_graphs, bool), "True or False"),
             ("grid_size", _is_int(self.grid_size) and self.grid_size >= 1, "a whole number, at least 1"),
@@ -74,8 +79,8 @@ class TrainConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-        if self.batch_size > (self.train_subset or 60_000):
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed the number of training digits ({self.train_subset or 60_000})")
+        if self.batch_size > (self.train_subset or TRAINING_DIGITS):
+            raise ValueError(f"batch_size ({self.batch_size}) must not exceed the number of training digits ({self.train_subset or TRAINING_DIGITS})")
 
     def objective(self) -> Objective:
         return Objective(self.prediction, self.loss_weighting, self.min_snr_gamma)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .checkpoint import load_model, read_weights
+from .checkpoint import read_weights
+from .config import SAMPLING_BATCH
 from .device import autocast, model_device, resolve_precision
 from .metrics import DigitClassifier, Evaluation, classify, evaluate_images, gaussian_stats
 from .pretrained import shipped_path
@@ -71,7 +72,7 @@ class ModelReport:
 
 
 def measure(model, schedule, classifier, reference, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0,
-            batch_size: int = 500, guidance: float | None = None) -> tuple[Evaluation, float]:
+            batch_size: int = SAMPLING_BATCH, guidance: float | None = None) -> tuple[Evaluation, float]:
     """Draw n digits and score them; with ``guidance`` (conditional models) each digit is asked for n/10 times."""
     labels = None if guidance is None else balanced_labels(n)
     request = None if guidance is None else Guidance(labels, guidance)
@@ -84,10 +85,9 @@ def measure(model, schedule, classifier, reference, n: int, sampler: str, steps:
     return evaluate_images(classifier, images, reference, requested=labels), seconds
 
 
-def evaluate_model(checkpoint, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0, device: str = "auto",
-                   batch_size: int = 500, guidance: float | None = None) -> ModelReport:
-    """The model card's figures; ``guidance`` set means a class-conditional model (shipped one when no checkpoint)."""
-    model, schedule, _ = load_model(checkpoint, device, conditional=guidance is not None)
+def evaluate_model(model, schedule, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0,
+                   batch_size: int = SAMPLING_BATCH, guidance: float | None = None) -> ModelReport:
+    """The model card's figures for a loaded model; ``guidance`` set means a class-conditional one."""
     classifier, reference, floor = reference_and_floor(n)
     samples, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, eta, batch_size, guidance)
     return ModelReport(sampler, steps, schedule.timesteps, samples, floor, seconds, guidance)
@@ -107,7 +107,7 @@ def read_curves(path) -> list[dict]:
 
 def guidance_and_steps_curves(model, schedule, n: int, guidance_weights, ddim_steps, steps_for_guidance: int = 50,
                               guidance_for_steps: float | None = None, include_ddpm: bool = True, seed: int = 0,
-                              batch_size: int = 500, log=None) -> list[dict]:
+                              batch_size: int = SAMPLING_BATCH, log=None) -> list[dict]:
     """The two measured curves of notebook 04, one row per point.
 
     "guidance": DDIM with ``steps_for_guidance`` steps at each weight in ``guidance_weights``.

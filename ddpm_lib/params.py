@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, get_args, get_origin
 
 from .config import LR_SCHEDULES
+from .data import TRAINING_DIGITS
 from .device import PRECISIONS
 from .objective import PREDICTIONS, WEIGHTINGS
 from .schedule import SCHEDULE_REGISTRY
@@ -211,7 +212,7 @@ TRAINING_NOTEBOOK = {
     "schedule": Param(str, choices=tuple(SCHEDULE_REGISTRY)),
     "channels": Param(list[int], minimum=8, length=3),
     "ema_decay": Param(float, minimum=0, maximum=0.99999),
-    "train_subset": Param(int, minimum=1, maximum=60_000, allow_none=True),
+    "train_subset": Param(int, minimum=1, maximum=TRAINING_DIGITS, allow_none=True),
     "device": Param(str),
     "amp": Param(str, choices=PRECISIONS),
     "out_dir": Param(str),

@@ -2,6 +2,10 @@
 
 ``assets/manifest.json`` lists each shipped file with its hash and the config
 it was trained with; the model cards beside it say how it was trained.
+
+In a clone (and an editable install) they are read from the repository's
+``assets/``; a wheel (``pip install .`` or ``pip install git+URL``) carries the
+same files as ``ddpm_lib/assets/`` (pyproject.toml, ``package-dir``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from pathlib import Path
 
 from .data import file_digest
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+_PACKAGE = Path(__file__).resolve().parent
+ASSETS = _PACKAGE / "assets" if (_PACKAGE / "assets").is_dir() else _PACKAGE.parent / "assets"
 MANIFEST = ASSETS / "manifest.json"
 
 
@@ -29,6 +34,11 @@ def manifest() -> dict:
 
 def shipped_path(name: str) -> Path:
     """Path of shipped file ``name`` after checking its sha256 against the manifest."""
+    if not MANIFEST.exists():
+        raise ShippedWeightsError(
+            f"the shipped weights are not installed ({MANIFEST} is missing): install ddpm_lib from a clone of the "
+            f"repository (pip install -e .), or pass a checkpoint you trained (python -m ddpm_lib train ...)."
+        )
     entry = manifest().get(name)
     if entry is None:
         raise ShippedWeightsError(

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .config import SAMPLING_BATCH
 from .schedule import NoiseSchedule
 
 
@@ -279,7 +280,7 @@ def sample(
 
 def sample_many(
     model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, eta: float = 0.0,
-    batch_size: int = 500, guidance: Guidance | None = None,
+    batch_size: int = SAMPLING_BATCH, guidance: Guidance | None = None,
 ) -> torch.Tensor:
     """n digits drawn batch_size at a time (bounded memory); batch k uses seed + k, so any n is reproducible.
 

@@ -41,6 +41,9 @@ from .sampling import Guidance, balanced_labels, ddim_sample
 from .schedule import NoiseSchedule
 
 LOSS_READ_EVERY = 20  # steps between copies of the losses to the host: each copy waits for the GPU
+# An epoch's batch order is seeded with seed * EPOCH_SEED_STRIDE + epoch: more than any run's epochs, so
+# that two seeds never share an epoch's order. Changing it changes the batches of every run and resume.
+EPOCH_SEED_STRIDE = 100_003
 
 
 class EMA:
@@ -170,7 +173,7 @@ class Trainer:
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         # Depends only on (seed, epoch), so a resumed run sees the same batches.
-        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)  # any fixed mixing of the two
+        generator = torch.Generator().manual_seed(self.config.seed * EPOCH_SEED_STRIDE + epoch)
         return torch.randperm(self.images.shape[0], generator=generator).to(self.device)
 
     def train_steps(self, count: int) -> float:

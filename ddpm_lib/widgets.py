@@ -43,6 +43,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from . import sampling
+from .config import DEFAULT_GUIDANCE
 from .plots import grid_array, to_uint8
 from .sampling import SAMPLER_REGISTRY, Trajectory, get_sampler
 from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
@@ -420,7 +421,7 @@ class GuidanceExplorer(SamplingExplorer):
     RUNS_KEPT = 16  # only final images are kept: 16 runs of 20 digits are a few MB
     panel_scale = 2
 
-    def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 20, digit: int = ALL_DIGITS, guidance: float = 2.0,
+    def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 20, digit: int = ALL_DIGITS, guidance: float = DEFAULT_GUIDANCE,
                  sampler: str = "ddim", steps: int = 20, seed: int = 0, classifier: nn.Module | None = None):
         checks = [
             ("model", getattr(model, "conditional", False), "a class-conditional model (trained with --conditional)"),

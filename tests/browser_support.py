@@ -82,12 +82,14 @@ def browser_unavailable_reason() -> str | None:
 # ---------------------------------------------------------------- notebooks on disk
 
 
-def copy_notebook_for_lab(source: Path, destination_dir: Path) -> Path:
+def copy_notebook_for_lab(source: Path, destination_dir: Path, parameters: dict | None = None) -> Path:
     """Copy a notebook without outputs, execution counts or saved widget state.
 
     Stored execution counts would make "every cell has a count" true before
     anything ran, and stored widget views would be dead copies of the live ones.
     Blank code cells are dropped because JupyterLab never gives them a count.
+    ``parameters`` are set in a cell right after the one tagged "parameters",
+    as papermill does.
     """
     notebook = nbformat.read(source, as_version=4)
     notebook.cells = [cell for cell in notebook.cells if cell.cell_type != "code" or cell.source.strip()]
@@ -95,6 +97,11 @@ def copy_notebook_for_lab(source: Path, destination_dir: Path) -> Path:
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
+    if parameters:
+        tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
+        assert tagged, f"{source.name} has no cell tagged 'parameters' to follow"
+        injected = "\n".join(f"{name} = {value!r}" for name, value in parameters.items())
+        notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(f"# Set by the browser test\n{injected}"))
     notebook.metadata.pop("widgets", None)
     destination = destination_dir / source.name
     nbformat.write(notebook, destination)

@@ -1,8 +1,12 @@
-"""Shared fixtures: one torch thread, and a tiny model configuration that trains in seconds on a CPU."""
+"""Shared fixtures: one torch thread, a tiny model configuration that trains in seconds on a CPU, the command
+line run in this process; and the rule that notebook and browser tests count as slow."""
+
+import subprocess
 
 import pytest
 import torch
 
+from ddpm_lib.cli import main
 from ddpm_lib.config import TrainConfig
 from ddpm_lib.schedule import NoiseSchedule
 from ddpm_lib.unet import SimpleUNet, UNetConfig
@@ -35,6 +39,25 @@ def tiny_config(tmp_path):
     return make
 
 
+@pytest.fixture
+def cli(capsys):
+    """``python -m ddpm_lib ARGS`` run in this process (torch is imported once, not per command).
+
+    Returns what a subprocess would: the exit code (argparse's own exits included), stdout and stderr.
+    """
+
+    def run(*args) -> subprocess.CompletedProcess:
+        capsys.readouterr()  # only this command's output
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["python", "-m", "ddpm_lib", *map(str, args)], code, out, err)
+
+    return run
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     # Test tensors are small: extra intra-op threads only add synchronisation, and on a
@@ -43,3 +66,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(items):
+    # A notebook or browser test is always slow: `-m "not slow"` then leaves out all three kinds.
+    for item in items:
+        if item.get_closest_marker("notebook") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)

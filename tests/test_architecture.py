@@ -1,14 +1,17 @@
-"""The library's modules in dependency order: each may import only modules above it (README, Layout)."""
+"""The library's modules in dependency order: each may import only modules above it (README, Layout);
+and every module, the maintainers' tools included, runs on the oldest Python pyproject.toml allows."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "ddpm_lib"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "ddpm_lib"
 ORDER = [
     "schedule", "unet", "device", "objective", "data", "runfolder", "pretrained", "config", "params", "checkpoint",
-    "sampling", "plots", "trainer", "metrics", "evaluation", "exercises", "widgets", "bench", "cli", "links", "__main__",
+    "sampling", "plots", "trainer", "metrics", "evaluation", "exercises", "widgets", "bench", "cli", "__main__",
 ]  # fmt: skip
 
 
@@ -31,3 +34,16 @@ def test_a_module_imports_only_modules_above_it(module):
     above = set(ORDER[: ORDER.index(module)])
     upward = package_imports(PACKAGE / f"{module}.py") - above
     assert not upward, f"{module} imports {sorted(upward)}, which come after it: move the shared piece down instead"
+
+
+FLOOR = tuple(int(part) for part in re.search(r'requires-python = ">=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text()).groups())
+NEWER_STANDARD_MODULES = {"tomllib": (3, 11)}  # the standard library's additions since 3.10 that this code might reach for
+
+
+@pytest.mark.parametrize("path", sorted([*PACKAGE.glob("*.py"), *(ROOT / "tools").glob("*.py")]), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_module_runs_on_the_python_floor(path):
+    tree = ast.parse(path.read_text(), feature_version=FLOOR)  # refuses syntax newer than the floor
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    too_new = {name for name in imported if NEWER_STANDARD_MODULES.get(name, FLOOR) > FLOOR}
+    assert not too_new, f"{path.name} imports {sorted(too_new)}, which Python {FLOOR[0]}.{FLOOR[1]} lacks"

@@ -11,7 +11,8 @@ runs/browser-screenshots/<notebook>/; the test prints that path as "screenshots:
 
 Contract the notebooks keep (a notebook that breaks it fails here):
 - all cells run top to bottom in JupyterLab without a traceback, within the
-  ``run_all_timeout_s`` below, with DDPM_MNIST_DATA pointing at the repository's data/;
+  ``run_all_timeout_s`` below, with DDPM_MNIST_DATA pointing at the repository's data/
+  and the contract's ``parameters`` set in a cell after the one tagged "parameters";
 - the picture is an ``ipywidgets.Image`` (rendered as ``img.widget-image``);
 - the slider is the first ipywidgets slider whose description matches
   ``slider_label`` below (a case-insensitive regex matched from the start, so
@@ -51,6 +52,8 @@ from browser_support import (
     write_widget_demo_notebook,
 )
 
+pytestmark = pytest.mark.browser
+
 SCREENSHOT_ROOT = REPO_ROOT / "runs" / "browser-screenshots"
 
 
@@ -64,6 +67,7 @@ class WidgetContract:
     run_all_timeout_s: float
     redraw_timeout_s: float
     apply_button_label: str | None = None
+    parameters: dict | None = None  # set after the notebook's parameters cell: the widgets, not the figures, are tested here
 
 
 COURSE_NOTEBOOKS = [
@@ -78,9 +82,10 @@ COURSE_NOTEBOOKS = [
         REPO_ROOT / "notebooks" / "03_reverse_sampling.ipynb",
         slider_label=r"(t|step|timestep)\b",
         dropdown_label=r"sampler",
-        run_all_timeout_s=300,  # DDPM's 1000 steps through the shipped network (widths 32-64-128): about 60 s on 2 idle cores
+        run_all_timeout_s=300,  # DDPM's 1000 steps through the shipped network (widths 32-64-128): about 60 s for 16 digits on 2 idle cores
         redraw_timeout_s=60,
         apply_button_label=r"(sample|resample|generate|run)\b",
+        parameters={"n_samples": 4},  # a quarter of the DDPM run; nbval runs the notebook as stored
     ),
 ]
 DEMO_CONTRACT = WidgetContract(
@@ -189,7 +194,7 @@ def check_widgets_redraw(notebook: LabNotebook, contract: WidgetContract, screen
     ],
 )
 def test_notebook_widgets_redraw_in_browser(contract, jupyter_lab, browser_page, capsys):
-    notebook_copy = copy_notebook_for_lab(contract.notebook, jupyter_lab.root_dir)
+    notebook_copy = copy_notebook_for_lab(contract.notebook, jupyter_lab.root_dir, contract.parameters)
     notebook = LabNotebook(browser_page, jupyter_lab, notebook_copy.name)
     check_widgets_redraw(notebook, contract, screenshot_folder(contract.notebook.stem, capsys))
 

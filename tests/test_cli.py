@@ -1,67 +1,131 @@
-"""`python -m ddpm_lib` end to end on a tiny run, with the exact spellings outside scripts rely on."""
+"""The command line on a tiny model, with the exact spellings outside scripts rely on.
 
+Every command runs in this process through ``cli.main`` (the ``cli`` fixture of conftest.py);
+one test runs ``python -m ddpm_lib`` as a real subprocess, to check the entry point itself.
+Sampling reads an untrained tiny network's weights; the tests that train are marked slow.
+"""
+
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
+from conftest import TINY_MODEL
 
+from ddpm_lib import cli as cli_module
+from ddpm_lib import evaluation, sampling, trainer
+from ddpm_lib.checkpoint import save_weights
+from ddpm_lib.cli import COMMANDS, RELIABLE_FID_DIGITS, build_parser, main
+from ddpm_lib.config import TrainConfig
 
-def cli(*args, check=True):
-    # One thread: the tiny model's tensors are too small to share, see conftest.py.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "ddpm_lib", *args], capture_output=True, text=True, timeout=300, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"ddpm_lib {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+TINY = ["--subset", "256", "--batch-size", "64", "--channels", "8,16,16", "--quiet"]  # the flags of conftest's TINY_MODEL
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    cli("train", "--epochs", "1", "--batch-size", "64", "--out", str(out), "--subset", "256", "--channels", "8,16,16", "--quiet")
+    assert main(["train", "--epochs", "1", "--out", str(out), *TINY]) == 0
     return out
 
 
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, model):
+    """conftest's untrained tiny network as a weights file, with the default config's T = 1000 timesteps."""
+    path = tmp_path_factory.mktemp("cli") / "tiny.safetensors"
+    save_weights(model.state_dict(), path, asdict(TrainConfig(model=TINY_MODEL)))
+    return path
+
+
+# ------------------------------------------------------------------ train
+
+
+@pytest.mark.slow
 def test_train_writes_the_run_folder(tiny_run):
     for name in ("checkpoint.pt", "ema.safetensors", "epoch_001.png", "loss_history.csv"):
         assert (tiny_run / name).exists(), name
 
 
-def test_resume_extends_the_run(tiny_run):
-    cli("train", "--epochs", "2", "--batch-size", "64", "--out", str(tiny_run), "--subset", "256", "--channels", "8,16,16", "--quiet", "--resume")
-    assert (tiny_run / "epoch_002.png").exists()
+@pytest.mark.slow
+def test_resume_extends_the_run(tiny_run, tmp_path, cli):
+    run = shutil.copytree(tiny_run, tmp_path / "run")  # the shared run stays as trained
+    result = cli("train", "--epochs", "2", "--out", run, *TINY, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert (run / "epoch_002.png").exists() and "trained 2 epochs" in result.stdout
 
 
-def test_training_over_an_existing_run_needs_resume(tiny_run):
-    result = cli("train", "--epochs", "1", "--out", str(tiny_run), "--subset", "256", "--channels", "8,16,16", check=False)
+@pytest.mark.slow
+def test_training_over_an_existing_run_needs_resume(tiny_run, cli):
+    result = cli("train", "--epochs", "1", "--out", tiny_run, *TINY)
     assert result.returncode == 2 and "--resume" in result.stderr
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-def test_sample_npz(tiny_run, tmp_path, sampler):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ema-decay", "2"], "--ema-decay must be in [0, 1), got 2.0"),
+        (["--subset", "100", "--batch-size", "128"], "--batch-size (128) must not exceed the number of training digits (100)"),
+        (["--channels", "8,16,17"], "--channels: every width in (8, 16, 17) must be a positive multiple of groups=8"),
+        (["--channels", "8,x,16"], "--channels: expected three whole numbers"),
+        (["--amp", "fp16", "--device", "cpu"], "--amp: amp='fp16' needs a CUDA GPU"),
+        (["--p-uncond", "0.2"], "--p-uncond only applies with --conditional"),
+    ],
+)
+def test_refused_training_settings_name_the_flag_and_write_nothing(flags, message, tmp_path, cli):
+    result = cli("train", "--epochs", "1", "--out", tmp_path / "run", *flags)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------- sample
+
+
+@pytest.mark.parametrize("sampler", [pytest.param("ddpm", marks=pytest.mark.slow), "ddim"])  # DDPM takes all 1000 steps
+def test_sample_npz(weights, tmp_path, sampler, cli):
     out = tmp_path / "digits.npz"
-    cli("sample", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--n", "5", "--sampler", sampler, "--steps", "4", "--seed", "3", "--out", str(out))
+    result = cli("sample", "--checkpoint", weights, "--n", "5", "--sampler", sampler, "--steps", "4", "--seed", "3", "--out", out)
+    assert result.returncode == 0, result.stderr
     images = np.load(out)["images"]
     assert images.dtype == np.uint8 and images.shape == (5, 28, 28)
 
 
-def test_sample_png_from_exported_weights_is_deterministic(tiny_run, tmp_path):
+@pytest.mark.slow
+def test_sample_from_the_checkpoint_a_run_wrote(tiny_run, tmp_path, cli):
+    out = tmp_path / "digits.npz"
+    result = cli("sample", "--checkpoint", tiny_run / "checkpoint.pt", "--n", "2", "--steps", "2", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert np.load(out)["images"].shape == (2, 28, 28)
+
+
+def test_sample_png_is_deterministic(weights, tmp_path, cli):
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     for out in (first, second):
-        cli("sample", "--checkpoint", str(tiny_run / "ema.safetensors"), "--n", "4", "--steps", "3", "--seed", "1", "--out", str(out))
+        assert cli("sample", "--checkpoint", weights, "--n", "4", "--steps", "3", "--seed", "1", "--out", out).returncode == 0
     assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_bad_requests_fail_clearly(tiny_run, tmp_path):
-    result = cli("sample", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--out", str(tmp_path / "x.jpg"), check=False)
-    assert result.returncode != 0 and ".png or .npz" in result.stderr
-    result = cli("sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.png"), check=False)
+def test_sample_draws_in_the_precision_evaluate_uses(weights, tmp_path, monkeypatch, cli):
+    """On a GPU, "auto" means bf16 or fp16 for the network: sample must use it as evaluate does, or one seed gives two sets of digits."""
+    entered = []
+    monkeypatch.setattr(cli_module, "resolve_precision", lambda amp, device: "bf16" if amp == "auto" else amp)
+    monkeypatch.setattr(cli_module, "autocast", lambda device, precision: entered.append((device.type, precision)) or contextlib.nullcontext())
+    assert cli("sample", "--checkpoint", weights, "--n", "2", "--steps", "2", "--out", tmp_path / "x.npz").returncode == 0
+    assert entered == [("cpu", "bf16")]
+
+
+def test_bad_requests_fail_clearly(weights, tmp_path, cli):
+    result = cli("sample", "--checkpoint", weights, "--out", tmp_path / "x.jpg")
+    assert result.returncode == 2 and "--out: must end in .png or .npz" in result.stderr
+    result = cli("sample", "--checkpoint", tmp_path / "missing.pt", "--out", tmp_path / "x.png")
     assert result.returncode == 2 and "no checkpoint at" in result.stderr
-    result = cli("train", "--epochs", "-1", "--out", str(tmp_path / "r"), check=False)
-    assert result.returncode == 2 and "--epochs" in result.stderr
+    result = cli("sample", "--checkpoint", weights, "--steps", "1001", "--out", tmp_path / "x.png")
+    assert result.returncode == 2 and "--steps 1001 is more than the model's 1000 timesteps" in result.stderr
+    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.parametrize(
@@ -71,24 +135,115 @@ def test_bad_requests_fail_clearly(tiny_run, tmp_path):
         (["sample", "--eta", "inf", "--out", "x.png"], "--eta: must be a finite number"),
         (["sample", "--conditional", "--guidance", "inf", "--out", "x.png"], "--guidance: must be a finite number"),
         (["sample", "--n", "10000000", "--out", "x.png"], "--n: must be positive and at most 1,000,000"),
+        (["sample", "--device", "tpu", "--out", "x.png"], "--device: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
         (["evaluate", "--batch-size", "1e9"], "--batch-size: expected a whole number"),
         (["train", "--epochs", "1.5", "--out", "r"], "--epochs: expected a whole number"),
+        (["train", "--epochs", "-1", "--out", "r"], "--epochs: must be positive"),
+        (["sweep", "--steps", "10,0", "--out", "c.csv"], "--steps: '0' in '10,0': must be positive"),
+        (["sweep", "--guidance", "1,-2", "--out", "c.csv"], "--guidance: '-2' in '1,-2': must be a finite number, 0 or more"),
+        (["sweep", "--out", "curves.txt"], "--out: must end in .csv"),
+        (["train-classifier", "--out", "classifier.pt"], "--out: must end in .safetensors"),
     ],
 )
-def test_nonsense_flags_are_refused_in_one_line_naming_the_flag(args, message, capsys):
-    from ddpm_lib.cli import main
-
-    with pytest.raises(SystemExit) as exit_:
-        main(args)
-    assert exit_.value.code == 2 and message in capsys.readouterr().err
+def test_nonsense_flags_are_refused_in_one_line_naming_the_flag(args, message, cli):
+    result = cli(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_unknown_device_and_unwritable_out_fail_before_any_work(tmp_path, capsys):
-    from ddpm_lib.cli import main
-
-    assert main(["sample", "--device", "tpu", "--out", str(tmp_path / "x.png")]) == 2
-    assert "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'" in capsys.readouterr().err
+def test_unwritable_out_fails_before_any_work(tmp_path, cli):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    assert main(["sample", "--out", str(blocker / "x.png")]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    result = cli("sample", "--out", blocker / "x.png")
+    assert result.returncode == 2 and "cannot write" in result.stderr
+
+
+# ------------------------------------------------------- evaluate and sweep
+
+
+@pytest.mark.parametrize("n, warned", [(RELIABLE_FID_DIGITS - 1, True), (RELIABLE_FID_DIGITS, False)])
+def test_evaluate_warns_once_below_a_reliable_number_of_digits(weights, n, warned, monkeypatch, cli):
+    monkeypatch.setattr(evaluation, "evaluate_model", lambda model, schedule, n, *rest: f"report on {n} digits")
+    result = cli("evaluate", "--checkpoint", weights, "--n", n)
+    assert result.returncode == 0 and result.stdout == f"report on {n} digits\n"
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ([f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs"] if warned else [])
+
+
+@pytest.fixture
+def no_curves(monkeypatch):
+    """Makes drawing a curve a test failure: the sweep must stop before it."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a curve was drawn")
+
+    monkeypatch.setattr(evaluation, "guidance_and_steps_curves", fail)
+
+
+def test_sweep_checks_every_step_count_against_the_model_before_the_first_curve(no_curves, tmp_path, cli):
+    out = tmp_path / "curves.csv"
+    result = cli("sweep", "--n", "500", "--guidance", "0,2", "--steps", "10,1001", "--device", "cpu", "--out", out)
+    assert result.returncode == 2 and "--steps 1001 is more than the model's 1000 timesteps" in result.stderr
+    result = cli("sweep", "--n", "500", "--guidance-steps", "2000", "--device", "cpu", "--out", out)
+    assert result.returncode == 2 and "--guidance-steps 2000 is more than" in result.stderr
+    assert not out.exists()
+
+
+def test_sweep_of_an_unconditional_model_names_the_flag_to_train_one(weights, no_curves, tmp_path, cli):
+    result = cli("sweep", "--checkpoint", weights, "--n", "500", "--out", tmp_path / "curves.csv")
+    assert result.returncode == 2 and "train --conditional" in result.stderr
+    assert "drop --conditional" not in result.stderr  # sweep has no such flag
+
+
+# ------------------------------------------------------ what is an error
+
+
+def test_a_bug_shows_its_traceback(weights, tmp_path, monkeypatch):
+    def buggy(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(sampling, "sample_many", buggy)
+    with pytest.raises(ValueError, match="an internal bug"):
+        main(["sample", "--checkpoint", str(weights), "--out", str(tmp_path / "x.png")])
+
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_train_says_how_to_resume(tmp_path, monkeypatch, cli):
+    monkeypatch.setattr(trainer, "train", interrupt)
+    result = cli("train", "--epochs", "1", "--out", tmp_path / "run", *TINY)
+    assert result.returncode == 130 and result.stderr.strip().endswith("continue with --resume")
+
+
+def test_ctrl_c_elsewhere_says_only_interrupted(weights, tmp_path, monkeypatch, cli):
+    monkeypatch.setattr(sampling, "sample_many", interrupt)
+    result = cli("sample", "--checkpoint", weights, "--out", tmp_path / "x.png")
+    assert result.returncode == 130 and result.stderr.strip() == "interrupted"
+
+
+# ------------------------------------------------------- the command table
+
+
+def test_parser_help_and_docstring_list_every_command_of_the_table(capsys):
+    names = ["train", "sample", "evaluate", "sweep", "train-classifier", "bench"]  # the public spellings
+    assert list(COMMANDS) == names
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines where it likes
+    for command in COMMANDS.values():
+        assert command.summary in help_text
+        assert f"{command.name:<18}{command.summary}" in cli_module.__doc__
+
+
+@pytest.mark.slow  # a second Python that imports torch
+def test_python_dash_m_runs_the_same_command_line(weights, tmp_path, cli):
+    """The one real subprocess: ``python -m ddpm_lib`` must draw what ``main`` draws in this process."""
+    args = ["sample", "--checkpoint", str(weights), "--n", "3", "--steps", "2", "--seed", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread, as in this process (conftest.py)
+    outside = subprocess.run([sys.executable, "-m", "ddpm_lib", *args, "--out", str(tmp_path / "outside.npz")],
+                             capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert outside.returncode == 0, outside.stderr
+    assert cli(*args, "--out", tmp_path / "inside.npz").returncode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "outside.npz")["images"], np.load(tmp_path / "inside.npz")["images"])
+    assert outside.stdout.replace("outside", "inside") == f"wrote 3 digits (DDIM, 2 steps) to {tmp_path / 'inside.npz'}\n"

@@ -3,8 +3,10 @@
 import re
 from pathlib import Path
 
-import tomllib
+import pytest
 import yaml
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11; the library itself runs on 3.10")
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where conda-forge spells a package differently from PyPI.

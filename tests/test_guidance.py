@@ -22,9 +22,6 @@ Tiny models (widths 8, 16, 16) keep everything in seconds on a CPU.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from types import SimpleNamespace
 
@@ -480,29 +477,27 @@ def test_load_model_insists_on_the_right_kind(conditional_run, name, tmp_path):
 # ----------------------------------------------------------------------- CLI
 
 
-def cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "ddpm_lib", *args], capture_output=True, text=True, timeout=300, env=env)
+# In this process: the ``cli`` fixture of conftest.py.
 
 
-def test_cli_class_without_conditional_is_refused(tmp_path):
+def test_cli_class_without_conditional_is_refused(tmp_path, cli):
     result = cli("sample", "--class", "3", "--n", "2", "--out", str(tmp_path / "x.npz"))
     assert result.returncode == 2 and "--conditional" in result.stderr
     assert not (tmp_path / "x.npz").exists()
 
 
-def test_cli_negative_guidance_is_refused(tmp_path):
+def test_cli_negative_guidance_is_refused(tmp_path, cli):
     result = cli("sample", "--conditional", "--guidance", "-1", "--out", str(tmp_path / "x.npz"))
     assert result.returncode == 2 and "--guidance" in result.stderr
 
 
-def test_cli_p_uncond_without_conditional_is_refused(tmp_path):
+def test_cli_p_uncond_without_conditional_is_refused(tmp_path, cli):
     result = cli("train", "--epochs", "1", "--p-uncond", "0.2", "--out", str(tmp_path / "run"))
     assert result.returncode == 2 and "--conditional" in result.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_cli_samples_the_requested_digit(conditional_run, tmp_path):
+def test_cli_samples_the_requested_digit(conditional_run, tmp_path, cli):
     out = tmp_path / "x.npz"
     result = cli("sample", "--conditional", "--class", "7", "--n", "4", "--steps", "2", "--device", "cpu",
                  "--checkpoint", str(conditional_run.ckpt), "--out", str(out))  # fmt: skip
@@ -512,7 +507,7 @@ def test_cli_samples_the_requested_digit(conditional_run, tmp_path):
     assert saved["labels"].tolist() == [7, 7, 7, 7]
 
 
-def test_cli_conditional_npz_equals_the_python_api(conditional_run, tmp_path):
+def test_cli_conditional_npz_equals_the_python_api(conditional_run, tmp_path, cli):
     """Rows of 0..9 by default, batches of 4, w = 2.5: the same digits as sample_many in this process."""
     out = tmp_path / "x.npz"
     result = cli("sample", "--conditional", "--guidance", "2.5", "--n", "6", "--batch-size", "4", "--steps", "3",
@@ -536,7 +531,8 @@ def test_shipped_weights_come_in_both_kinds():
     assert not unconditional.conditional and config.model.num_classes == 0
 
 
-def test_cli_sweep_writes_both_curves(conditional_run, tmp_path):
+@pytest.mark.slow  # the reference statistics of the 10,000 test digits, and the real-digit floor
+def test_cli_sweep_writes_both_curves(conditional_run, tmp_path, cli):
     """Guidance curve at each w, then the steps curve at the w with the lowest classifier-FID (none given)."""
     out = tmp_path / "curves.csv"
     result = cli("sweep", "--checkpoint", str(conditional_run.ckpt), "--n", "20", "--guidance", "0,2", "--guidance-steps", "2",

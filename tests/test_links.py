@@ -5,8 +5,7 @@ import shutil
 
 import pytest
 
-from ddpm_lib import REPO_ROOT
-from ddpm_lib.links import COLAB_URL, GITHUB_URL, colab_prefix, files_that_spell_it, repository_url, rewrite
+from tools.links import COLAB_URL, GITHUB_URL, REPO_ROOT, colab_prefix, files_that_spell_it, repository_url, rewrite
 
 URL = repository_url()
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))

@@ -18,8 +18,10 @@ def run_training(tmp_path, **parameters):
     )
 
 
+@pytest.mark.notebook
 def test_retrain_headless(tmp_path):
     out_dir = tmp_path / "run"
+    # n_evaluate at its minimum and a two-step ablation: the notebook's own measurements are not what this test is about.
     run_training(tmp_path, epochs=1, train_subset=2048, batch_size=32, out_dir=str(out_dir), n_evaluate=200, ablation_steps=2)
     assert (out_dir / "checkpoint.pt").exists() and (out_dir / "epoch_001.png").exists()
     with open(out_dir / "loss_history.csv") as f:
@@ -28,14 +30,17 @@ def test_retrain_headless(tmp_path):
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10, "the loss did not fall"
 
 
-@pytest.mark.parametrize("name, value, message", [("epochs", -1, "epochs must be a whole number, at least 1"), ("schedule", "quadratic", "schedule must be one of"), ("resume", "maybe", "resume must be true or false")])
-def test_nonsense_parameter_fails_naming_it(tmp_path, name, value, message):
+@pytest.mark.notebook
+def test_nonsense_parameters_fail_naming_each(tmp_path):
+    # One run for all three: the notebook reports every bad parameter at once (params.validate).
     with pytest.raises(papermill.PapermillExecutionError) as error:
-        run_training(tmp_path, **{name: value, "out_dir": str(tmp_path / "run")})
-    assert message in str(error.value)
+        run_training(tmp_path, epochs=-1, schedule="quadratic", resume="maybe", out_dir=str(tmp_path / "run"))
+    for message in ("epochs must be a whole number, at least 1", "schedule must be one of", "resume must be true or false"):
+        assert message in str(error.value)
     assert not (tmp_path / "run").exists(), "nothing should be written for a refused configuration"
 
 
+@pytest.mark.slow  # papermill reads the notebook in a Python of its own
 def test_help_notebook_documents_every_parameter():
     result = subprocess.run(
         [sys.executable, "-m", "papermill", "--help-notebook", str(TRAINING)], capture_output=True, text=True, check=True
@@ -57,6 +62,7 @@ GUIDANCE_PARAMETERS = (
 )
 
 
+@pytest.mark.slow
 def test_help_notebook_documents_the_guidance_parameters():
     result = subprocess.run(
         [sys.executable, "-m", "papermill", "--help-notebook", str(GUIDANCE)], capture_output=True, text=True, check=True
@@ -67,6 +73,7 @@ def test_help_notebook_documents_the_guidance_parameters():
     assert result.stdout.count("(default") == len(GUIDANCE_PARAMETERS)
 
 
+@pytest.mark.notebook
 @pytest.mark.parametrize(
     "name, value, message",
     [("n_per_point", 50, "n_per_point must be a whole number, at least 200"), ("step_counts", [0, 20], "step_counts must be")],

@@ -18,6 +18,7 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow  # 200 steps
 def test_loss_falls_on_real_digits(tiny_config):
     result = train(tiny_config(epochs=4, train_subset=3200), progress=False)  # 200 steps
     first, last = result.losses[:20], result.losses[-20:]
@@ -26,6 +27,7 @@ def test_loss_falls_on_real_digits(tiny_config):
     assert sum(last) / 20 < 0.35, f"loss did not fall enough: {sum(first) / 20:.3f} -> {sum(last) / 20:.3f}"
 
 
+@pytest.mark.slow  # two trainings
 def test_run_writes_grids_history_and_checkpoint(tiny_config):
     config = tiny_config(epochs=2)
     train(config, progress=False)
@@ -37,6 +39,7 @@ def test_run_writes_grids_history_and_checkpoint(tiny_config):
     assert read_checkpoint(Path(out) / "checkpoint.pt")["epoch"] == 2
 
 
+@pytest.mark.slow  # three runs of three epochs
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_config, tmp_path, monkeypatch):
     straight = train(tiny_config(epochs=3, out_dir=str(tmp_path / "straight")), progress=False)
 
@@ -106,6 +109,7 @@ def test_nonsense_settings_name_the_parameter(field, value):
         TrainConfig(**{field: value})
 
 
+@pytest.mark.slow  # two trainings
 def test_resume_refuses_changed_settings_unless_allowed_and_records_them(tiny_config):
     train(tiny_config(), progress=False)
     changed = tiny_config(epochs=2, lr=1e-3)
@@ -116,6 +120,7 @@ def test_resume_refuses_changed_settings_unless_allowed_and_records_them(tiny_co
     assert history == [{"step": 4, "changes": ["lr: checkpoint 0.002, requested 0.001"]}]
 
 
+@pytest.mark.slow  # two trainings
 def test_resume_may_add_epochs_but_not_remove_them(tiny_config):
     train(tiny_config(epochs=2), progress=False)
     with pytest.raises(CheckpointError, match="already done 2 epochs"):
@@ -146,6 +151,7 @@ def test_ema_weights_are_written_before_the_checkpoint(tiny_config, monkeypatch)
     assert written.index("ema.safetensors") < written.index("checkpoint.pt")
 
 
+@pytest.mark.slow  # two trainings
 def test_every_step_sees_a_full_batch(tiny_config):
     # 300 digits in batches of 64: four full batches per epoch, the remainder skipped (CUDA graphs need one shape).
     result = train(tiny_config(train_subset=300, epochs=2), progress=False)

@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
+from ddpm_lib.bench import quality_during_training
 from ddpm_lib.config import TrainConfig
-from ddpm_lib.device import autocast
+from ddpm_lib.device import resolve_device
 from ddpm_lib.evaluation import reference_and_floor
-from ddpm_lib.metrics import evaluate_images
-from ddpm_lib.sampling import sample_many
-from ddpm_lib.trainer import Trainer
 
 # name -> the fields that differ from the default TrainConfig ("model" fields go in a nested dict).
 # The single changes are measured against the recipe before min-SNR became the default (L_simple).
@@ -96,26 +91,12 @@ def parse_variant(text: str) -> list[str]:
 def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int, seed: int = 1):
     """Yield one row per mark; ``by`` is "minutes" (of optimisation on this machine) or "steps"."""
     classifier, reference, floor = reference_and_floor(n)
-    # By steps, the run is planned to end at the last mark (so a cosine learning rate reaches 0 there);
-    # by minutes, its length is unknown in advance.
-    digits = config.train_subset or 60_000
-    epochs = math.ceil(max(marks) / (digits // config.batch_size)) if by == "steps" else 10_000
-    trainer = Trainer(replace(config, out_dir=None, epochs=epochs), progress=False)
-    trained = 0.0
-    for mark in marks:
-        if by == "steps":
-            trained += trainer.train_steps(int(mark) - trainer.step)
-        else:
-            while trained < mark * 60:
-                trained += trainer.train_steps(10)
-        with autocast(trainer.device, trainer.precision):
-            images = sample_many(trainer.sampler_model(), trainer.schedule, n, "ddim", 50, seed=seed)
-        scores = evaluate_images(classifier, images, reference)
+    for point in quality_during_training(config, marks, by, n, classifier, reference, seed):
         yield {
-            "variant": name, "device": str(trainer.device), "mark": f"{mark:g} {by}", "steps": trainer.step,
-            "images": trainer.step * config.batch_size, "train_seconds": round(trained, 1), "n": n,
-            "confident": round(scores.confident, 4), "fid": round(scores.fid, 4), "floor_fid": round(floor.fid, 4),
-            "fid_ratio": round(scores.fid / floor.fid, 2), "changes": VARIANTS[name],
+            "variant": name, "device": str(resolve_device(config.device)), "mark": f"{point.mark:g} {by}", "steps": point.steps,
+            "images": point.steps * config.batch_size, "train_seconds": round(point.train_seconds, 1), "n": n,
+            "confident": round(point.scores.confident, 4), "fid": round(point.scores.fid, 4), "floor_fid": round(floor.fid, 4),
+            "fid_ratio": round(point.scores.fid / floor.fid, 2), "changes": VARIANTS[name],
         }  # fmt: skip
 
 

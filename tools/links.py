@@ -1,10 +1,10 @@
-"""The repository's public URL lives in one place, pyproject.toml; this keeps the rest in step.
+"""(Maintainers) the repository's public URL lives in one place, pyproject.toml; this keeps the rest in step.
 
 Notebook badges ("Open in Colab"), the notebooks' Colab set-up cells and the
 README all spell the URL out, because they must work before ddpm_lib is
 installed. When the repository moves, run
 
-    python -m ddpm_lib.links https://github.com/OWNER/NAME
+    python tools/links.py https://github.com/OWNER/NAME
 
 which rewrites pyproject.toml and every copy; tests/test_links.py checks they agree.
 """
@@ -15,16 +15,18 @@ import re
 import sys
 from pathlib import Path
 
-import tomllib
-
-from . import REPO_ROOT
-
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The line under [project.urls]; read with a pattern rather than tomllib, which Python 3.10 lacks.
+REPOSITORY_LINE = re.compile(r'^Repository\s*=\s*"([^"]+)"\s*$', re.MULTILINE)
 GITHUB_URL = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+?(?=[/\"')\s]|\.git|$)")
 COLAB_URL = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/")
 
 
 def repository_url(root: Path = REPO_ROOT) -> str:
-    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    found = REPOSITORY_LINE.findall((root / "pyproject.toml").read_text())
+    if len(found) != 1:
+        raise ValueError(f"expected one Repository = \"...\" line in {root / 'pyproject.toml'}, found {len(found)}")
+    return found[0]
 
 
 def colab_prefix(url: str) -> str:
@@ -54,5 +56,7 @@ def rewrite(new_url: str, root: Path = REPO_ROOT) -> list[Path]:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
     for path in rewrite(sys.argv[1]):
         print("rewrote", path.relative_to(REPO_ROOT))

@@ -1,0 +1,62 @@
+"""Quality against training time, measured once for `bench --quality` and tools/recipe.py alike."""
+
+import pytest
+import torch
+
+from ddpm_lib import bench
+from ddpm_lib.bench import QualityMark, minutes_to_quality, quality_during_training
+from ddpm_lib.metrics import DigitClassifier, Evaluation, gaussian_stats
+from tools.recipe import measure
+
+
+@pytest.fixture
+def judge():
+    """An untrained classifier and a reference of random features: the scores' values do not matter here."""
+    torch.manual_seed(0)
+    return DigitClassifier().eval(), gaussian_stats(torch.randn(300, DigitClassifier.feature_dim, dtype=torch.float64))
+
+
+@pytest.mark.slow  # a real (tiny) training run on MNIST
+def test_each_mark_is_measured_on_one_continuing_run(tiny_config, judge):
+    config = tiny_config(train_subset=256, batch_size=64)  # 4 steps per epoch
+    points = list(quality_during_training(config, [3, 6], "steps", 4, *judge))
+    assert [(p.mark, p.steps, p.epochs) for p in points] == [(3, 3, 0.75), (6, 6, 1.5)]
+    assert 0 < points[0].train_seconds < points[1].train_seconds  # the clock runs on: one run, not one per mark
+    assert all(p.scores.n == 4 for p in points)
+
+
+def test_an_unknown_kind_of_mark_is_refused(tiny_config, judge):
+    with pytest.raises(ValueError, match="by must be 'minutes' or 'steps'"):
+        next(quality_during_training(tiny_config(), [1], "epochs", 4, *judge))
+
+
+def fake_run(confident_at_each_mark: list[float], asked: list):
+    """quality_during_training as a script: the marks it is asked for are recorded, the scores are given."""
+
+    def run(config, marks, by, n, classifier, reference, seed=1):
+        asked.extend(marks)
+        for mark, confident in zip(marks, confident_at_each_mark):
+            yield QualityMark(mark, steps=100 * mark, epochs=mark, train_seconds=60 * mark,
+                              scores=Evaluation(n=n, fid=1.0, confident=confident, class_fractions=[0.1] * 10))  # fmt: skip
+
+    return run
+
+
+@pytest.mark.parametrize("confident, expected", [([0.5, 0.95, 0.97, 0.99], 10), ([0.1, 0.2, 0.3, 0.4], None)])
+def test_minutes_to_quality_stops_at_the_first_mark_that_reaches_the_target(confident, expected, monkeypatch, tiny_config):
+    asked = []
+    monkeypatch.setattr(bench, "quality_during_training", fake_run(confident, asked))
+    minutes, log = minutes_to_quality(tiny_config(), target=0.9, max_minutes=20, every_minutes=5, n_eval=10)
+    assert minutes == expected
+    assert asked == [5, 10, 15, 20]
+    assert len(log) == (2 if expected else 4)
+    assert log[0] == f"5.0 min of training, 500 steps (5.0 epochs): {confident[0]:.1%} confident"
+
+
+def test_the_recipe_tool_rows_come_from_the_same_measurement(monkeypatch, tiny_config, judge):
+    floor = Evaluation(n=10, fid=0.5, confident=0.99, class_fractions=[0.1] * 10)
+    monkeypatch.setattr("tools.recipe.reference_and_floor", lambda n: (*judge, floor))
+    monkeypatch.setattr("tools.recipe.quality_during_training", fake_run([0.25], []))
+    (row,) = measure("baseline", tiny_config(), [2], "minutes", 10)
+    assert row["mark"] == "2 minutes" and row["steps"] == 200 and row["images"] == 200 * tiny_config().batch_size
+    assert (row["train_seconds"], row["confident"], row["fid"], row["fid_ratio"]) == (120, 0.25, 1.0, 2.0)
