@@ -221,3 +221,14 @@ TRAINING_NOTEBOOK = {
     "n_evaluate": Param(int, minimum=200, note="the classifier-FID needs more digits than its 128 features"),
     "ablation_steps": Param(int, minimum=1),
 }
+
+# Notebook 03's parameters (its papermill "parameters" cell documents each one). A checkpoint
+# path and the device are checked where they are used: load_model names a missing or unreadable
+# file, and resolve_device a device that is not there.
+SAMPLING_NOTEBOOK = {
+    "checkpoint": Param(str, allow_none=True),
+    "device": Param(str),
+    "n_samples": Param(int, minimum=8, maximum=64, note="section 3 takes eight of them as codes; a DDPM run keeps 9 MB per digit"),
+    "seed": Param(int, minimum=0),
+    "gif_path": Param(str),
+}

@@ -350,4 +350,63 @@ def plot_unet_diagram(model: torch.nn.Module):
             ha="center", va="center", fontsize=8.5, color="tab:orange")
     ax.set_title(f"SimpleUNet, {sum(p.numel() for p in model.parameters()):,} parameters: down path (left), "
                  "middle (bottom), up path (right)", fontsize=10)
+
+
+# --- The diffusion model as a Markov chain (notebook 03) ---------------------------------------------------------
+
+
+def plot_markov_chain(images: torch.Tensor, ts: Sequence[int], timesteps: int | None = None, posterior: bool = False):
+    """The model as a chain of states x_0 -> ... -> x_T, each drawn with a real image.
+
+    ``images`` (k, 1, H, W) in [-1, 1] hold x_t at the paper's timesteps ``ts``
+    (k of them, increasing, 0 for the clean digit x_0). Between neighbours, an
+    arrow to the right stands for the fixed forward process q, which adds noise,
+    and an arrow to the left for the learned reverse process p_theta, which
+    removes it. Neighbours one step apart get the conditionals as labels,
+    q(x_t | x_{t-1}) and p_theta(x_{t-1} | x_t); with ``posterior`` the reverse
+    label also names what training fits p_theta to, q(x_{t-1} | x_t, x_0)
+    (for t >= 2: the step to x_0 is the bound's decoder term L_0, not a KL). A
+    gap of several steps is drawn dashed, with "..." and its number of steps.
+    A state at t = ``timesteps`` (T) is titled as the noise the chain ends in.
+
+    The k image panels are the figure's axes labelled "state", in order.
+    """
+    import matplotlib.pyplot as plt
+
+    ts = [int(t) for t in ts]
+    if len(images) != len(ts):
+        raise ValueError(f"plot_markov_chain needs one image per timestep: {len(images)} images for {len(ts)} timesteps")
+    if not ts or ts[0] < 0 or any(b <= a for a, b in zip(ts, ts[1:])):
+        raise ValueError(f"timesteps must be increasing and at least 0, got {ts}")
+    forward, reverse = "C0", "C3"
+    ratios = [1.0] + [r for _ in ts[1:] for r in (1.7, 1.0)]
+    fig, axes = plt.subplots(1, len(ratios), figsize=(sum(ratios) * 1.05, 2.6), width_ratios=ratios, layout="constrained")
+    axes = np.atleast_1d(axes)
+    pictures = to_uint8(images)
+    for k, t in enumerate(ts):
+        ax = axes[2 * k]
+        ax.imshow(pictures[k], cmap="gray", vmin=0, vmax=255)
+        ax.set_title("$x_0$: data" if t == 0 else f"$x_{{{t}}}$" + (": noise" if t == timesteps else ""), fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_label("state")
+    for k, (a, b) in enumerate(zip(ts, ts[1:])):
+        ax = axes[2 * k + 1]
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.axis("off")
+        one_step = b == a + 1
+        style = "-" if one_step else (0, (4, 3))
+        for y, (start, end), colour in ((0.62, (0.02, 0.98), forward), (0.38, (0.98, 0.02), reverse)):
+            ax.annotate("", xy=(end, y), xytext=(start, y),
+                        arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6, linestyle=style, shrinkA=0, shrinkB=0))
+        if one_step:
+            ax.text(0.5, 0.70, f"$q(x_{{{b}}} \\mid x_{{{a}}})$", color=forward, ha="center", va="bottom", fontsize=9)
+            ax.text(0.5, 0.30, f"$p_\\theta(x_{{{a}}} \\mid x_{{{b}}})$", color=reverse, ha="center", va="top", fontsize=9)
+            if posterior and a >= 1:
+                ax.text(0.5, 0.12, f"fit to $q(x_{{{a}}} \\mid x_{{{b}}}, x_0)$", color="0.35", ha="center", va="top", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "$\\cdots$", ha="center", va="center", fontsize=14)
+            ax.text(0.5, 0.70, f"{b - a} steps of $q$", color=forward, ha="center", va="bottom", fontsize=9)
+            ax.text(0.5, 0.30, f"{b - a} steps of $p_\\theta$", color=reverse, ha="center", va="top", fontsize=9)
+    fig.suptitle("forward $q$: fixed, adds noise (left to right)    ·    reverse $p_\\theta$: learned, removes it (right to left)", fontsize=10)
     return fig

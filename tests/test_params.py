@@ -1,8 +1,12 @@
 """Notebook parameters read the same whether papermill passed them parsed (-p, YAML) or raw (-r)."""
 
+import ast
+import json
+from pathlib import Path
+
 import pytest
 
-from ddpm_lib.params import NotebookParameterError, Param, parse_param, validate
+from ddpm_lib.params import SAMPLING_NOTEBOOK, NotebookParameterError, Param, parse_param, validate
 
 
 @pytest.mark.parametrize("value, expected", [(3, 3), ("3", 3), (" 12 ", 12), ("-2", -2), (3.0, 3), ("3.0", 3), ("1e3", 1000)])
@@ -160,3 +164,45 @@ def test_validate_with_one_bad_parameter_says_just_that():
     with pytest.raises(NotebookParameterError) as refused:
         validate({"epochs": 0, "lr": 0.002, "resume": True, "channels": [8, 16, 16], "train_subset": None}, SPEC)
     assert str(refused.value) == "epochs must be a whole number, at least 1, got 0"
+
+
+# Notebook 03's spec, against its parameters cell and as papermill -p and -r deliver values.
+SAMPLING = Path(__file__).resolve().parent.parent / "notebooks" / "03_reverse_sampling.ipynb"
+SAMPLING_DEFAULTS = {"checkpoint": None, "device": "auto", "n_samples": 16, "seed": 0, "gif_path": "../runs/03_reverse_process.gif"}
+
+
+def parameters_cell_defaults(notebook: Path) -> dict:
+    """NAME: value of every annotated assignment in the notebook's parameters cell."""
+    cell = next(c for c in json.loads(notebook.read_text())["cells"] if c.get("id") == "parameters")
+    tree = ast.parse("".join(cell["source"]))
+    return {node.target.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.AnnAssign)}
+
+
+def test_sampling_notebook_spec_names_every_parameter_of_notebook_03():
+    assert parameters_cell_defaults(SAMPLING) == SAMPLING_DEFAULTS
+    assert set(SAMPLING_NOTEBOOK) == set(SAMPLING_DEFAULTS)
+    assert validate(SAMPLING_DEFAULTS, SAMPLING_NOTEBOOK) == SAMPLING_DEFAULTS
+
+
+def test_sampling_notebook_reads_raw_papermill_values():
+    raw = {"checkpoint": "../runs/02_training/checkpoint.pt", "device": "cpu", "n_samples": "8", "seed": "3", "gif_path": "out.gif"}
+    assert validate(raw, SAMPLING_NOTEBOOK) == {**raw, "n_samples": 8, "seed": 3}
+    assert validate({**raw, "checkpoint": "None"}, SAMPLING_NOTEBOOK)["checkpoint"] is None
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("n_samples", 7, "n_samples must be a whole number, from 8 to 64 (section 3 takes eight of them as codes; a DDPM run keeps 9 MB per digit), got 7"),
+        ("n_samples", 65, "n_samples must be a whole number, from 8 to 64 (section 3 takes eight of them as codes; a DDPM run keeps 9 MB per digit), got 65"),
+        ("n_samples", "sixteen", "n_samples must be a whole number, from 8 to 64 (section 3 takes eight of them as codes; a DDPM run keeps 9 MB per digit), got 'sixteen'"),
+        ("seed", -1, "seed must be a whole number, at least 0, got -1"),
+        ("seed", 1.5, "seed must be a whole number, at least 0, got 1.5"),
+        ("device", None, "device must be text, got None"),
+        ("gif_path", None, "gif_path must be text, got None"),
+    ],
+)  # fmt: skip
+def test_sampling_notebook_refuses_nonsense_naming_the_parameter(name, value, message):
+    with pytest.raises(NotebookParameterError) as refused:
+        validate({**SAMPLING_DEFAULTS, name: value}, SAMPLING_NOTEBOOK)
+    assert str(refused.value) == message

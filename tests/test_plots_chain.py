@@ -1,0 +1,62 @@
+"""plots.plot_markov_chain: the forward/reverse chain figure of notebook 03."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ddpm_lib import plots  # noqa: E402
+
+TS = [0, 1, 300, 301, 1000]
+
+
+def chain_images(k: int) -> torch.Tensor:
+    return torch.rand((k, 1, 28, 28), generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def texts(ax) -> list[str]:
+    return [text.get_text() for text in ax.texts if text.get_text()]  # the arrows are annotations without text
+
+
+def test_one_panel_per_state_in_order_with_its_image():
+    figure = plots.plot_markov_chain(chain_images(len(TS)), TS, timesteps=1000)
+    try:
+        assert isinstance(figure, Figure)
+        states = [ax for ax in figure.axes if ax.get_label() == "state"]
+        assert [ax.get_title() for ax in states] == ["$x_0$: data", "$x_{1}$", "$x_{300}$", "$x_{301}$", "$x_{1000}$: noise"]
+        assert all(len(ax.images) == 1 and ax.images[0].get_array().shape == (28, 28) for ax in states)
+        assert len(figure.axes) == 2 * len(TS) - 1, "one connector between each pair of neighbours"
+    finally:
+        plt.close(figure)
+
+
+def test_connectors_name_one_step_conditionals_and_count_the_steps_of_a_gap():
+    figure = plots.plot_markov_chain(chain_images(len(TS)), TS, posterior=True)
+    try:
+        connectors = [ax for ax in figure.axes if ax.get_label() != "state"]
+        first, gap, middle, last = (texts(ax) for ax in connectors)
+        assert first == ["$q(x_{1} \\mid x_{0})$", "$p_\\theta(x_{0} \\mid x_{1})$"], "no posterior KL for the decoder step to x_0"
+        assert middle == ["$q(x_{301} \\mid x_{300})$", "$p_\\theta(x_{300} \\mid x_{301})$", "fit to $q(x_{300} \\mid x_{301}, x_0)$"]
+        assert "299 steps of $q$" in gap and "299 steps of $p_\\theta$" in gap
+        assert "699 steps of $q$" in last
+        assert all(len([c for c in ax.get_children() if isinstance(c, matplotlib.text.Annotation)]) == 2 for ax in connectors)
+    finally:
+        plt.close(figure)
+
+
+def test_a_figure_is_drawn_without_error():
+    figure = plots.plot_markov_chain(chain_images(2), [999, 1000], timesteps=1000)
+    try:
+        figure.canvas.draw()
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.parametrize("images, ts", [(chain_images(3), [0, 1]), (chain_images(3), [0, 5, 5]), (chain_images(2), [3, 1]), (chain_images(1), [-1])])
+def test_mismatched_or_unordered_timesteps_are_refused(images, ts):
+    with pytest.raises(ValueError):
+        plots.plot_markov_chain(images, ts)
