@@ -350,6 +350,7 @@ def plot_unet_diagram(model: torch.nn.Module):
             ha="center", va="center", fontsize=8.5, color="tab:orange")
     ax.set_title(f"SimpleUNet, {sum(p.numel() for p in model.parameters()):,} parameters: down path (left), "
                  "middle (bottom), up path (right)", fontsize=10)
+    return fig
 
 
 # --- The diffusion model as a Markov chain (notebook 03) ---------------------------------------------------------
