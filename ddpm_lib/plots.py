@@ -360,7 +360,7 @@ def plot_model_rows(rows: dict[str, dict[str, torch.Tensor]], nrow: int = 10):
     columns = len(next(iter(rows.values())))
     if any(len(panels) != columns for panels in rows.values()):
         raise ValueError("every model needs the same number of panels")
-    fig, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns + 0.6, 1.9 * len(rows) + 0.3),
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns + 0.6, 1.45 * len(rows) + 0.2),
                              layout="constrained", squeeze=False)
     for r, (model_name, panels) in enumerate(rows.items()):
         for c, (setting, images) in enumerate(panels.items()):
