@@ -232,3 +232,24 @@ SAMPLING_NOTEBOOK = {
     "seed": Param(int, minimum=0),
     "gif_path": Param(str),
 }
+
+
+# Notebook 04's parameters (its papermill "parameters" cell documents each one): the shipped model it studies,
+# the small conditional model the student trains in it, and the measured curves.
+GUIDANCE_NOTEBOOK = {
+    "checkpoint": Param(str, allow_none=True),
+    "device": Param(str),
+    "seed": Param(int, minimum=0),
+    "train_epochs": Param(int, minimum=1),
+    "train_subset": Param(int, minimum=1, maximum=60_000, allow_none=True),
+    "train_batch_size": Param(int, minimum=1),
+    "train_lr": Param(float, minimum=1e-8),
+    "train_channels": Param(list[int], minimum=8, length=3),
+    "train_out_dir": Param(str),
+    "n_per_point": Param(int, minimum=200, note="the classifier-FID needs more digits than its 128 features"),
+    "guidance_weights": Param(list[float], minimum=0),
+    "guidance_steps": Param(int, minimum=1, maximum=1000),
+    "step_counts": Param(list[int], minimum=1, maximum=1000),
+    "guidance_for_steps": Param(float, minimum=0),
+    "include_ddpm": Param(bool),
+}

@@ -411,3 +411,105 @@ def plot_markov_chain(images: torch.Tensor, ts: Sequence[int], timesteps: int | 
             ax.text(0.5, 0.30, f"{b - a} steps of $p_\\theta$", color=reverse, ha="center", va="top", fontsize=9)
     fig.suptitle("forward $q$: fixed, adds noise (left to right)    ·    reverse $p_\\theta$: learned, removes it (right to left)", fontsize=10)
     return fig
+
+
+# ----- notebook 04: why guidance works, and a student's model beside the shipped one -----------------------
+
+
+def plot_guidance_field(mixture, label: int, w: float, points: np.ndarray, class_names: Sequence[str] | None = None,
+                        extent: tuple[float, float, float, float] = (-4, 4, -3.5, 4), arrow: float = 1.4):
+    """Classifier-free guidance on a 2-D Gaussian mixture (``mixture2d.GaussianMixture2D``), whose scores are exact.
+
+    Left: the data density p(x) as contours over the regions where each class is the most
+    likely one, and at each of ``points`` three arrows, head to tail: grad log p(x) (towards
+    the data), from its tip w grad log p(y | x) (towards class ``label``: the classifier's
+    gradient, times w), and from the point their sum, the guided direction
+    grad log p(x) + w grad log p(y | x). The arrows at one point share a scale (the longest is
+    ``arrow`` long), so they add up on the page; lengths are not compared between points.
+    Right: the density guided sampling aims at, p(x) p(y | x)^w (normalised on the plotted
+    window, one grey scale for all three), for w = 0, 1 and ``w``: w = 1 is p(x | y), and
+    larger w piles the mass up further from the other classes.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    names = list(class_names or [str(k) for k in range(len(mixture.means))])
+    xs = np.linspace(extent[0], extent[1], 241)
+    ys = np.linspace(extent[2], extent[3], 241)
+    gx, gy = np.meshgrid(xs, ys)
+    grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    cell = (xs[1] - xs[0]) * (ys[1] - ys[0])
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    class_colours = [palette[k % len(palette)] for k in range(len(names))]
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 4.9), layout="constrained", gridspec_kw={"width_ratios": [1.45, 1, 1, 1]})
+    ax = axes[0]
+    owner = mixture.class_posterior(grid).argmax(1).reshape(gx.shape)
+    ax.imshow(owner, origin="lower", extent=extent, cmap=ListedColormap(class_colours), alpha=0.12, aspect="auto",
+              interpolation="nearest")
+    ax.contour(gx, gy, np.exp(mixture.log_prob(grid)).reshape(gx.shape), levels=6, colors="0.45", linewidths=0.7)
+    for k, mean in enumerate(mixture.means):
+        ax.annotate(f"class {names[k]}", mean, ha="center", va="center", fontsize=9, color=class_colours[k], weight="bold")
+    points = np.asarray(points, dtype=np.float64)
+    data_push = mixture.score(points)
+    label_push = w * mixture.classifier_score(points, label)
+    guided = mixture.guided_score(points, label, w)
+    # Head to tail: the data's arrow from the point, w times the classifier's from its tip, and their sum, the
+    # guided direction, from the point. The three arrows at a point share one scale (the longest is ``arrow``
+    # plot units long), so they add up on the page; scores grow with the distance from the data, so each
+    # point gets its own scale.
+    per_point = np.maximum.reduce([np.linalg.norm(v, axis=1) for v in (data_push, label_push, guided)]) / arrow
+    data_push, label_push, guided = (v / per_point[:, None] for v in (data_push, label_push, guided))
+    arrows = [
+        (points, data_push, "0.15", 0.005, r"$\nabla_x \log p(x)$: towards any data"),
+        (points + data_push, label_push, "tab:red", 0.005,
+         rf"$w\,\nabla_x \log p(y{{=}}{names[label]} \mid x)$: the classifier's push, times $w$"),
+        (points, guided, "tab:blue", 0.008, rf"guided direction, their sum ($w = {w:g}$)"),
+    ]
+    for start, vectors, colour, width, text in arrows:
+        ax.quiver(start[:, 0], start[:, 1], vectors[:, 0], vectors[:, 1], color=colour, angles="xy", scale_units="xy",
+                  scale=1, width=width, label=text, zorder=2 if colour == "tab:blue" else 3)
+    ax.plot(points[:, 0], points[:, 1], "k.", markersize=5)
+    ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal", title=f"directions at a few points (y = class {names[label]})")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+
+    densities = []
+    for weight in (0.0, 1.0, w):
+        log_density = mixture.guided_log_density(grid, label, weight)
+        density = np.exp(log_density - log_density.max())
+        densities.append(density / (density.sum() * cell))
+    levels = np.linspace(0, max(d.max() for d in densities), 13)[1:]
+    for ax, weight, density in zip(axes[1:], (0.0, 1.0, w), densities):
+        ax.contourf(gx, gy, density.reshape(gx.shape), levels=levels, cmap="Greys", extend="max")
+        ax.contour(gx, gy, owner, levels=np.arange(len(names)) + 0.5, colors="0.6", linewidths=0.6, linestyles=":")
+        for k, mean in enumerate(mixture.means):
+            ax.plot(*mean, "+", color=class_colours[k], markersize=9, markeredgewidth=2)
+        what = {0.0: "p(x): label ignored", 1.0: f"= p(x | y={names[label]})"}.get(weight, "sharper than p(x | y)")
+        ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal", xticks=[], yticks=[])
+        ax.set_title(rf"$p(x)\,p(y{{=}}{names[label]} \mid x)^{{{weight:g}}}$" + f"\n{what}", fontsize=10)
+    return fig
+
+
+def plot_model_rows(rows: dict[str, dict[str, torch.Tensor]], nrow: int = 10):
+    """A table of digit grids: one row of panels per model (the outer keys, written on the left), one panel per
+    setting (the inner keys, the panels' titles; e.g. "w = 2: 9 of 10 recognised").
+
+    Every model needs the same number of panels; each is a batch (N, 1, H, W) in [-1, 1] tiled ``nrow`` digits wide.
+    """
+    import matplotlib.pyplot as plt
+
+    columns = len(next(iter(rows.values())))
+    if any(len(panels) != columns for panels in rows.values()):
+        raise ValueError("every model needs the same number of panels")
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns + 0.6, 1.45 * len(rows) + 0.2),
+                             layout="constrained", squeeze=False)
+    for r, (model_name, panels) in enumerate(rows.items()):
+        for c, (setting, images) in enumerate(panels.items()):
+            ax = axes[r, c]
+            ax.imshow(grid_array(images, nrow), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(setting, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(model_name, fontsize=10)
+    return fig

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ddpm_lib"
 ORDER = [
-    "schedule", "unet", "device", "objective", "data", "runfolder", "pretrained", "config", "params", "checkpoint",
+    "schedule", "mixture2d", "unet", "device", "objective", "data", "runfolder", "pretrained", "config", "params", "checkpoint",
     "sampling", "plots", "trainer", "metrics", "evaluation", "exercises", "widgets", "bench", "cli", "__main__",
 ]  # fmt: skip
 

@@ -58,7 +58,8 @@ def test_help_notebook_documents_every_parameter():
 
 GUIDANCE = NOTEBOOKS / "04_guidance_and_fast_sampling.ipynb"
 GUIDANCE_PARAMETERS = (
-    "checkpoint", "device", "seed", "n_per_point", "guidance_weights", "guidance_steps", "step_counts", "guidance_for_steps", "include_ddpm",
+    "checkpoint", "device", "seed", "train_epochs", "train_subset", "train_batch_size", "train_lr", "train_channels", "train_out_dir",
+    "n_per_point", "guidance_weights", "guidance_steps", "step_counts", "guidance_for_steps", "include_ddpm",
 )
 
 

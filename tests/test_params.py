@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_lib.params import SAMPLING_NOTEBOOK, NotebookParameterError, Param, parse_param, validate
+from ddpm_lib.params import GUIDANCE_NOTEBOOK, SAMPLING_NOTEBOOK, NotebookParameterError, Param, parse_param, validate
 
 
 @pytest.mark.parametrize("value, expected", [(3, 3), ("3", 3), (" 12 ", 12), ("-2", -2), (3.0, 3), ("3.0", 3), ("1e3", 1000)])
@@ -205,4 +205,65 @@ def test_sampling_notebook_reads_raw_papermill_values():
 def test_sampling_notebook_refuses_nonsense_naming_the_parameter(name, value, message):
     with pytest.raises(NotebookParameterError) as refused:
         validate({**SAMPLING_DEFAULTS, name: value}, SAMPLING_NOTEBOOK)
+    assert str(refused.value) == message
+
+
+# ----- notebook 04's spec, GUIDANCE_NOTEBOOK ------------------------------------------------------------------
+
+GUIDANCE_PATH = Path(__file__).resolve().parent.parent / "notebooks" / "04_guidance_and_fast_sampling.ipynb"
+
+
+def guidance_parameters_cell() -> str:
+    cells = json.loads(GUIDANCE_PATH.read_text())["cells"]
+    (cell,) = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return "".join(cell["source"])
+
+
+def test_guidance_spec_covers_exactly_the_parameters_cell():
+    tree = ast.parse(guidance_parameters_cell())
+    names = [node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)]
+    assert names == list(GUIDANCE_NOTEBOOK)
+
+
+def test_guidance_defaults_pass_unchanged():
+    defaults = {}
+    exec(guidance_parameters_cell(), defaults)
+    clean = validate(defaults, GUIDANCE_NOTEBOOK)
+    assert clean == {name: defaults[name] for name in GUIDANCE_NOTEBOOK}
+
+
+def test_guidance_parameters_as_papermill_r_passes_them():
+    raw = {
+        "checkpoint": "None", "device": "cpu", "seed": "3", "train_epochs": "20", "train_subset": "None", "train_batch_size": "256",
+        "train_lr": "2e-3", "train_channels": "[32, 64, 128]", "train_out_dir": "../runs/04_t4", "n_per_point": "5000",
+        "guidance_weights": "[0, 1, 2, 3, 4, 6]", "guidance_steps": "50", "step_counts": "10,20,50,100,1000",
+        "guidance_for_steps": "1", "include_ddpm": "True",
+    }  # fmt: skip
+    assert validate(raw, GUIDANCE_NOTEBOOK) == {
+        "checkpoint": None, "device": "cpu", "seed": 3, "train_epochs": 20, "train_subset": None, "train_batch_size": 256,
+        "train_lr": 0.002, "train_channels": [32, 64, 128], "train_out_dir": "../runs/04_t4", "n_per_point": 5000,
+        "guidance_weights": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "guidance_steps": 50, "step_counts": [10, 20, 50, 100, 1000],
+        "guidance_for_steps": 1.0, "include_ddpm": True,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("n_per_point", 50, "n_per_point must be a whole number, at least 200 (the classifier-FID needs more digits than its 128 features), got 50"),
+        ("step_counts", [0, 20], "step_counts must be a non-empty list of whole numbers, each from 1 to 1000, got [0, 20]"),
+        ("guidance_weights", "[1, -2]", "guidance_weights must be a non-empty list of numbers, each at least 0, got '[1, -2]'"),
+        ("guidance_steps", 1001, "guidance_steps must be a whole number, from 1 to 1000, got 1001"),
+        ("include_ddpm", "False!", "include_ddpm must be true or false (also yes/no, 1/0), got 'False!'"),
+        ("train_epochs", 0, "train_epochs must be a whole number, at least 1, got 0"),
+        ("train_channels", [16, 32], "train_channels must be a list of 3 whole numbers, each at least 8, got [16, 32]"),
+        ("train_subset", 70_000, "train_subset must be a whole number, from 1 to 60000, or None, got 70000"),
+    ],
+)  # fmt: skip
+def test_guidance_refusals_name_the_parameter(name, value, message):
+    cell = {}
+    exec(guidance_parameters_cell(), cell)
+    cell[name] = value
+    with pytest.raises(NotebookParameterError) as refused:
+        validate(cell, GUIDANCE_NOTEBOOK)
     assert str(refused.value) == message
