@@ -33,7 +33,7 @@ from .device import PRECISIONS, autocast, model_device, resolve_device, resolve_
 from .metrics import accuracy, train_classifier
 from .objective import PREDICTIONS, WEIGHTINGS
 from .pretrained import ShippedWeightsError
-from .runfolder import RunFolderError, check_writable
+from .runfolder import RunFolderError, atomic_write, check_writable
 from .schedule import SCHEDULE_REGISTRY
 
 # trainer, plots and bench (matplotlib) are imported by the commands that use them, when they run:
@@ -238,11 +238,12 @@ def _sample(args) -> int:
         images = sampling.sample_many(model, schedule, args.n, args.sampler, args.steps, args.seed, args.eta, args.batch_size, guidance)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".png":
-        save_grid(images, out, nrow=10 if args.conditional and args.digit is None else None)
-    elif guidance is None:
-        np.savez_compressed(out, images=to_uint8(images))
+        atomic_write(out, lambda tmp: save_grid(images, tmp, nrow=10 if args.conditional and args.digit is None else None))
     else:
-        np.savez_compressed(out, images=to_uint8(images), labels=guidance.labels.numpy().astype(np.uint8))
+        arrays = {"images": to_uint8(images)}
+        if guidance is not None:
+            arrays["labels"] = guidance.labels.numpy().astype(np.uint8)
+        atomic_write(out, lambda tmp: np.savez_compressed(tmp, **arrays))
     what = "" if guidance is None else f", {'rows of 0-9' if args.digit is None else f'digit {args.digit}'}, guidance {guidance.weight:g}"
     print(f"wrote {args.n} digits ({sampling.get_sampler(args.sampler).describe(args.steps, schedule.timesteps)}{what}) to {out}")
     return 0
@@ -352,7 +353,8 @@ def _train_classifier(args) -> int:
     images, labels = load_mnist(train=True)
     classifier = train_classifier(images, labels, epochs=args.epochs, seed=args.seed)
     test_accuracy = accuracy(classifier, *load_mnist(train=False))
-    save_weights(classifier.state_dict(), Path(args.out), {"epochs": args.epochs, "seed": args.seed, "test_accuracy": test_accuracy})
+    metadata = {"epochs": args.epochs, "seed": args.seed, "test_accuracy": test_accuracy}
+    atomic_write(args.out, lambda tmp: save_weights(classifier.state_dict(), tmp, metadata))
     print(f"classifier test accuracy {test_accuracy:.2%} on the 10,000 MNIST test digits; weights in {args.out}")
     return 0
 

@@ -6,6 +6,7 @@ Sampling reads an untrained tiny network's weights; the tests that train are mar
 """
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -107,6 +108,20 @@ def test_sample_png_is_deterministic(weights, tmp_path, cli):
         assert cli("sample", "--checkpoint", weights, "--n", "4", "--steps", "3", "--seed", "1", "--out", out).returncode == 0
     assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert first.read_bytes() == second.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".npz"])
+def test_sample_on_a_full_disk_is_one_line_and_leaves_no_file(weights, tmp_path, monkeypatch, suffix, cli):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("PIL.Image.Image.save", no_space)
+    monkeypatch.setattr(np, "savez_compressed", no_space)
+    out = tmp_path / f"digits{suffix}"
+    result = cli("sample", "--checkpoint", weights, "--n", "2", "--steps", "2", "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "while writing" in result.stderr and "nothing was written" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
 def test_sample_draws_in_the_precision_evaluate_uses(weights, tmp_path, monkeypatch, cli):
