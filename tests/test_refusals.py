@@ -273,8 +273,15 @@ def test_make_data_says_what_the_cli_says_in_one_line(tmp_path, monkeypatch, cap
     assert capsys.readouterr().err == error, "make data and the CLI should say the same"
 
 
+def make_dry_run(*args: str) -> str:
+    """The commands ``make -n ARGS`` would run, as when typed in a shell: under ``make test`` the
+    environment carries the outer make's settings, which would add "Entering directory" lines."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", "-n", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+
+
 def test_make_data_runs_the_one_line_entry_point():
-    dry_run = subprocess.run(["make", "-n", "data"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dry_run = make_dry_run("data")
     assert dry_run.strip().splitlines()[-1].endswith("-m ddpm_lib.data")
 
 
@@ -293,7 +300,7 @@ run_notebooks = load_run_notebooks()
 
 @pytest.mark.parametrize("from_02, flag", [("", ""), ("1", " --from-02")])
 def test_make_run_goes_through_the_notebook_runner(from_02, flag):
-    dry_run = subprocess.run(["make", "-n", "run", f"FROM_02={from_02}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dry_run = make_dry_run("run", f"FROM_02={from_02}")
     assert dry_run.strip().splitlines()[-1].endswith(f"tools/run_notebooks.py --runs runs{flag}")
 
 
