@@ -45,6 +45,7 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # "auto" picks by hardware, see device.resolve_precision
     cuda_graphs: bool = True  # on a GPU, replay each training step as one CUDA graph (falls back if capture fails)
+    cpu_threads: int | None = None  # None: torch's default, lowered while other processes keep cores busy (device.CpuThreads); N: exactly N
     seed: int = 0
     out_dir: str = "runs/train"
     data_root: str | None = None  # None: $DDPM_MNIST_DATA or data/ in the repository
@@ -73,6 +74,7 @@ class TrainConfig:
             ("train_subset", self.train_subset is None or (_is_int(self.train_subset) and 1 <= self.train_subset <= TRAINING_DIGITS), f"None or 1..{TRAINING_DIGITS}"),
             ("amp", self.amp in PRECISIONS, f"one of {PRECISIONS}"),
             ("cuda_graphs", isinstance(self.cuda_graphs, bool), "True or False"),
+            ("cpu_threads", self.cpu_threads is None or (_is_int(self.cpu_threads) and self.cpu_threads >= 1), "None or a whole number, at least 1"),
             ("grid_size", _is_int(self.grid_size) and self.grid_size >= 1, "a whole number, at least 1"),
             ("grid_steps", _is_int(self.grid_steps) and 1 <= self.grid_steps <= self.timesteps, f"between 1 and timesteps={self.timesteps}"),
         ]

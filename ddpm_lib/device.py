@@ -8,6 +8,12 @@ same digits whichever of them draws them.
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -60,3 +66,83 @@ def autocast(device: torch.device, precision: str, cache_casts: bool = True):
 
 def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+# ----- CPU threads beside other processes --------------------------------------------------------
+
+
+class CpuUse(NamedTuple):
+    """A reading of the clocks: wall time, CPU time of the whole machine and of this process (seconds), cores."""
+
+    wall: float
+    machine: float
+    own: float
+    cores: int
+
+
+def read_cpu_use() -> CpuUse | None:
+    """The machine's busy CPU seconds from /proc/stat (Linux), with this process's own; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    # cpu  user nice system idle iowait irq softirq steal ...  (in clock ticks, all cores together)
+    ticks = [int(v) for v in lines[0].split()[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # everything but idle and iowait
+    cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    return CpuUse(time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), time.process_time(), cores)
+
+
+class CpuThreads:
+    """torch's thread count for CPU training: the cores that other processes leave free.
+
+    With every core busy, OpenMP's threads spin while they wait for each other, and each step
+    waits for the thread the OS has descheduled: beside one busy process, the default two threads
+    trained at a third of their idle speed, one thread at about its idle speed (README,
+    Benchmarks; ``tools/threads.py``). So, every ``Trainer`` chunk of steps, ``adjust`` reads how
+    much CPU the rest of the machine used since the last reading (the machine's time less this
+    process's own) and sets torch to the cores left over: between 1 and the count it started
+    with, so an idle machine trains exactly as before. ``fixed`` (``TrainConfig.cpu_threads``)
+    turns this off and uses that many threads; off a CPU, or where the machine's use cannot be
+    read, it does nothing.
+    """
+
+    SETTLE_SECONDS = 1.0  # shorter readings are mostly noise
+
+    def __init__(self, device: torch.device, fixed: int | None = None, read: Callable[[], CpuUse | None] = read_cpu_use):
+        self.read = read
+        self.on_cpu = device.type == "cpu"
+        self.most = fixed or torch.get_num_threads()
+        self.count = self.most
+        self.adaptive = self.on_cpu and fixed is None and read() is not None
+        self._last: CpuUse | None = None
+
+    @contextmanager
+    def applied(self):
+        """Run the block with the chosen count; the caller's own setting is back afterwards."""
+        if not self.on_cpu:
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.count)
+        self._last = self.read() if self.adaptive else None
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def adjust(self) -> None:
+        """Called between steps inside ``applied``: the cores others left free since the last call."""
+        if not self.adaptive or self._last is None:
+            return
+        now = self.read()
+        seconds = now.wall - self._last.wall
+        if seconds < self.SETTLE_SECONDS:
+            return
+        others = (now.machine - self._last.machine - (now.own - self._last.own)) / seconds
+        self.count = max(1, min(self.most, round(now.cores - others)))
+        if self.count != torch.get_num_threads():
+            torch.set_num_threads(self.count)
+        self._last = now
+

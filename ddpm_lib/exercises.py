@@ -16,21 +16,25 @@ unseeded numbers, so that nbval can compare them.
 The functions students write. ``t`` is always a code index, 0 .. T-1, standing for the paper's
 t = 1 .. T, and ``schedule`` is a ``NoiseSchedule``:
 
+    alpha_bars(betas)                            alpha_bar_t = (1 - beta_1) ... (1 - beta_t), for every t
     q_sample(x0, t, noise, schedule)             x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise
     training_loss(model, x0, t, noise, schedule) L_simple = mean of (noise - model(x_t, t))^2
+    v_target(x0, t, noise, schedule)             v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x0
     posterior_mean(x0, x_t, t, schedule)         mu_tilde_t(x_t, x0), eq. 7 of Ho et al. (2020)
     ddpm_step(x_t, t, noise_pred, z, schedule)   x_{t-1}: line 4 of Algorithm 2, sigma_t^2 = beta_tilde_t
     ddim_step(x_t, t, t_prev, noise_pred, schedule)  x_{t_prev}: eq. 12 of Song et al. (2021), eta = 0
     guided_noise(eps_label, eps_nothing, w)      eps_nothing + w (eps_label - eps_nothing)
+    noise_from_score(score, alpha_bar)           the best noise prediction, -sqrt(1 - alpha_bar) score
 
-In the first three, ``t`` is a LongTensor of shape (n,), one timestep per image, as in training;
-in the two sampler steps it is a plain int, as in the samplers' loops. Images are (n, 1, 28, 28).
+Where ``t`` is a LongTensor of shape (n,), there is one timestep per image, as in training; in the
+two sampler steps it is a plain int, as in the samplers' loops. Images are (n, 1, 28, 28).
 
 Where each right answer comes from (the checker never writes the correct formula a second time):
-``NoiseSchedule.q_sample`` and ``NoiseSchedule.posterior``; ``objective.diffusion_loss`` given the
-same t and noise; consecutive states of ``sampling.ddpm_sample`` and
-``sampling.ddim_sample`` run with a scripted noise predictor; ``sampling.guided_noise`` asked with a
-scripted class-conditional network.
+``NoiseSchedule``'s own tensors, ``NoiseSchedule.q_sample`` and ``NoiseSchedule.posterior``;
+``objective.diffusion_loss`` given the same t and noise, and ``Objective.target``; consecutive
+states of ``sampling.ddpm_sample`` and ``sampling.ddim_sample`` run with a scripted noise predictor;
+``sampling.guided_noise`` asked with a scripted class-conditional network; the closed-form
+``GaussianMixture2D.best_noise_prediction`` of notebook 4's 2-D toy.
 """
 
 from __future__ import annotations
@@ -42,10 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mixture2d import GaussianMixture2D
+from .objective import Objective, diffusion_loss
 from .sampling import Guidance, ddim_sample, ddpm_sample
 from .sampling import guided_noise as library_guided_noise
-from .schedule import NoiseSchedule
-from .objective import diffusion_loss
+from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
 from .unet import SimpleUNet, UNetConfig
 
 SEED = 0  # every input the checker makes is drawn from generators seeded from this
@@ -130,6 +135,45 @@ def _timestep_batches(schedule: NoiseSchedule) -> list[tuple[str, torch.Tensor]]
 def _per_image(values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """values[t] shaped (n, 1, 1, 1), to broadcast over a batch of images (used by the mistakes)."""
     return values[t].view(-1, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------- alpha_bars
+
+
+def _alpha_bars_cases(schedule, model):
+    """The schedule given, the other registered schedules at the same T, and a short one (T = 10)."""
+    others = [kind for kind in SCHEDULE_REGISTRY if kind != schedule.kind]
+    schedules = [schedule, *(NoiseSchedule(kind, schedule.timesteps) for kind in others), NoiseSchedule(schedule.kind, 10)]
+    # float64 betas, as the registry makes them: the running product over 1000 steps needs the digits.
+    return [Case(f"{s.kind} (T = {s.timesteps})", (SCHEDULE_REGISTRY[s.kind](s.timesteps),), s.alpha_bars) for s in schedules]
+
+
+ALPHA_BARS_MISTAKES = (
+    Mistake(
+        "alphas_not_multiplied",
+        "alpha_t = 1 - beta_t was returned, one step's share",
+        "alpha_bar_t is what is left after all t steps: the running product of the alphas, torch.cumprod(1 - betas, dim=0)",
+        (lambda betas: 1 - betas,),
+    ),
+    Mistake(
+        "summed_not_multiplied",
+        "the steps were added up instead of multiplied",
+        "each step keeps a fraction alpha_t of the signal's variance, and fractions of fractions multiply: torch.cumprod, not torch.cumsum",
+        (lambda betas: 1 - torch.cumsum(betas, dim=0), lambda betas: torch.cumsum(1 - betas, dim=0)),
+    ),
+    Mistake(
+        "product_of_betas",
+        "the betas were multiplied instead of the alphas",
+        "beta_t is the noise a step adds; the signal it keeps is alpha_t = 1 - beta_t, and alpha_bar_t multiplies those",
+        (lambda betas: torch.cumprod(betas, dim=0), lambda betas: 1 - torch.cumprod(betas, dim=0)),
+    ),
+    Mistake(
+        "shifted_by_one",
+        "alpha_bar_{t-1} was returned: the product stops one step short",
+        "alpha_bar_t includes step t itself, so alpha_bar_1 = alpha_1 = 1 - beta_1 (index 0), not 1",
+        (lambda betas: torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, dim=0)[:-1]]),),
+    ),
+)
 
 
 # --------------------------------------------------------------------------- q_sample
@@ -245,6 +289,60 @@ TRAINING_LOSS_MISTAKES = (
         "the network was given x0 instead of x_t",
         "first noise the digit, x_t = q_sample(x0, t, noise), and ask the network about x_t: it must find the noise in it",
         (lambda m, x0, t, noise, s: _squared_error(m, x0, t, noise).mean(),),
+    ),
+)
+
+
+# --------------------------------------------------------------------------- v_target
+
+
+def _v_target_cases(schedule, model):
+    generator = _generator(8)
+    v = Objective(prediction="v")
+    cases = []
+    for where, t in _timestep_batches(schedule):
+        x0, noise = _digits(generator), _normal(generator)
+        cases.append(Case(where, (x0, t, noise, schedule), v.target(schedule, x0, t, noise)))
+    return cases
+
+
+def _velocity(x0, t, noise, s, alpha_bar=None, root=torch.sqrt, noise_sign=+1, x0_sign=-1, swap=False):
+    """root(alpha_bar) noise - root(1 - alpha_bar) x0 from the given pieces; the defaults are the right ones."""
+    alpha_bar = _per_image(s.alpha_bars, t) if alpha_bar is None else alpha_bar
+    a, b = (x0, noise) if swap else (noise, x0)
+    return noise_sign * root(alpha_bar) * a + x0_sign * root(1 - alpha_bar) * b
+
+
+V_TARGET_MISTAKES = (
+    Mistake(
+        "signs_flipped",
+        "the signs are flipped",
+        "v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x0: the noise counts positive and the digit negative, so that v is about -x0 at t = T",
+        (
+            lambda x0, t, noise, s: _velocity(x0, t, noise, s, noise_sign=-1, x0_sign=+1),
+            lambda x0, t, noise, s: _velocity(x0, t, noise, s, x0_sign=+1),
+        ),
+    ),
+    Mistake(
+        "weights_swapped",
+        "the weights of the noise and of x0 were swapped",
+        "the noise gets the digit's weight from x_t, sqrt(alpha_bar_t), and x0 the noise's, sqrt(1 - alpha_bar_t): at small t, v is almost the noise",
+        (
+            lambda x0, t, noise, s: _velocity(x0, t, noise, s, swap=True),
+            lambda x0, t, noise, s: _velocity(x0, t, noise, s, swap=True, noise_sign=-1, x0_sign=+1),
+        ),
+    ),
+    Mistake(
+        "sqrt_forgotten",
+        "a square root was forgotten",
+        "the weights are sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t), the same as in x_t",
+        (lambda x0, t, noise, s: _velocity(x0, t, noise, s, root=_unchanged),),
+    ),
+    Mistake(
+        "alpha_t_for_alpha_bar",
+        "alpha_t was used where alpha_bar_t belongs",
+        "v mixes the noise and the digit in the proportions of x_t, which come from alpha_bar_t (schedule.alpha_bars)",
+        (lambda x0, t, noise, s: _velocity(x0, t, noise, s, alpha_bar=_per_image(s.alphas, t)),),
     ),
 )
 
@@ -507,6 +605,52 @@ GUIDED_NOISE_MISTAKES = (
 )
 
 
+# --------------------------------------------------------------------------- noise_from_score
+
+# Notebook 4's toy: three round classes in the plane, whose noised scores are known exactly.
+_TOY = GaussianMixture2D(means=[[-2.0, -1.0], [2.0, -1.0], [0.0, 2.0]], std=1.1)
+
+
+def _noise_from_score_cases(schedule, model):
+    generator = _generator(9)
+    cases = []
+    for t in (0, schedule.timesteps // 4, schedule.timesteps // 2, schedule.timesteps - 1):
+        alpha_bar = float(schedule.alpha_bars[t])
+        x_t = 2 * torch.randn((6, 2), generator=generator, dtype=torch.float64)
+        score = torch.from_numpy(_TOY.noised(alpha_bar).score(x_t.numpy()))
+        expected = torch.from_numpy(_TOY.best_noise_prediction(x_t.numpy(), alpha_bar)).float()
+        cases.append(Case(f"alpha_bar = {alpha_bar:.4g}", (score, torch.tensor(alpha_bar, dtype=torch.float64)), expected))
+    return cases
+
+
+NOISE_FROM_SCORE_MISTAKES = (
+    Mistake(
+        "sign_forgotten",
+        "the minus sign was forgotten",
+        "the score points towards the data, the noise away from it: eps = -sqrt(1 - alpha_bar) * score",
+        (lambda score, alpha_bar: (1 - alpha_bar).sqrt() * score,),
+    ),
+    Mistake(
+        "sqrt_forgotten",
+        "a square root was forgotten",
+        "sqrt(1 - alpha_bar) is the standard deviation of the noise in x_t, not its variance",
+        (lambda score, alpha_bar: -(1 - alpha_bar) * score,),
+    ),
+    Mistake(
+        "alpha_bar_for_one_minus",
+        "alpha_bar was used where 1 - alpha_bar belongs",
+        "the noise's share of x_t's variance is 1 - alpha_bar; alpha_bar is the digit's",
+        (lambda score, alpha_bar: -alpha_bar.sqrt() * score,),
+    ),
+    Mistake(
+        "divided_not_multiplied",
+        "the score was divided by sqrt(1 - alpha_bar) instead of multiplied",
+        "score = -eps / sqrt(1 - alpha_bar), so solving for eps multiplies: eps = -sqrt(1 - alpha_bar) * score",
+        (lambda score, alpha_bar: -score / (1 - alpha_bar).sqrt(),),
+    ),
+)
+
+
 # --------------------------------------------------------------------------- the table
 
 
@@ -515,17 +659,26 @@ _COMPARE_HINT = "print the factors your code uses at that t next to the equation
 EXERCISES = {
     exercise.name: exercise
     for exercise in (
+        Exercise(
+            "alpha_bars", "alpha_bars(betas)", _alpha_bars_cases, ALPHA_BARS_MISTAKES,
+            "print your first three values beside 1 - beta_1, (1 - beta_1)(1 - beta_2), ... computed by hand",
+        ),
         Exercise("q_sample", "q_sample(x0, t, noise, schedule)", _q_sample_cases, Q_SAMPLE_MISTAKES, _COMPARE_HINT),
         Exercise(
             "training_loss", "training_loss(model, x0, t, noise, schedule)", _training_loss_cases, TRAINING_LOSS_MISTAKES,
             "noise x0 to x_t with t and noise, ask model(x_t, t), and return the mean squared difference from noise as one number",
         ),
+        Exercise("v_target", "v_target(x0, t, noise, schedule)", _v_target_cases, V_TARGET_MISTAKES, _COMPARE_HINT),
         Exercise("posterior_mean", "posterior_mean(x0, x_t, t, schedule)", _posterior_mean_cases, POSTERIOR_MEAN_MISTAKES, _COMPARE_HINT),
         Exercise("ddpm_step", "ddpm_step(x_t, t, noise_pred, z, schedule)", _ddpm_cases, DDPM_STEP_MISTAKES, _COMPARE_HINT),
         Exercise("ddim_step", "ddim_step(x_t, t, t_prev, noise_pred, schedule)", _ddim_cases, DDIM_STEP_MISTAKES, _COMPARE_HINT),
         Exercise(
             "guided_noise", "guided_noise(eps_label, eps_nothing, w)", _guidance_cases, GUIDED_NOISE_MISTAKES,
             "try w = 0 and w = 1 by hand: they must give eps_nothing and eps_label",
+        ),
+        Exercise(
+            "noise_from_score", "noise_from_score(score, alpha_bar)", _noise_from_score_cases, NOISE_FROM_SCORE_MISTAKES,
+            "one factor, the noise's standard deviation in x_t, and one sign",
         ),
     )
 }

@@ -33,7 +33,7 @@ from torch import nn
 from .checkpoint import CHECKPOINT_NAME, EMA_WEIGHTS_NAME, CheckpointError, build_model, checkpoint_state, read_checkpoint, save_weights
 from .config import TrainConfig
 from .data import load_mnist
-from .device import autocast, resolve_device, resolve_precision
+from .device import CpuThreads, autocast, resolve_device, resolve_precision
 from .objective import diffusion_loss, draw_training_inputs, noise_predictor
 from .plots import save_grid
 from .runfolder import MACHINE_SETTINGS, RunLock, atomic_write, check_writable, config_differences, remove_stale_temporaries
@@ -98,6 +98,7 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.amp, self.device)
+        self.threads = CpuThreads(self.device, config.cpu_threads)
         self.objective = config.objective()
         self.out_dir = Path(config.out_dir) if config.out_dir else None
 
@@ -180,17 +181,20 @@ class Trainer:
         """Run ``count`` more steps (crossing epochs as needed, no files written); return the seconds they took."""
         start = time.perf_counter()
         pending = []
-        for _ in range(count):
-            epoch, b = divmod(self.step, self.steps_per_epoch)
-            if epoch != self._order_epoch:
-                self._order_epoch, self._order = epoch, self.epoch_order(epoch)
-            order = self._order
-            pending.append(self.train_step(order[b * self.config.batch_size : (b + 1) * self.config.batch_size]))
-            if len(pending) == LOSS_READ_EVERY:
+        with self.threads.applied():
+            for _ in range(count):
+                epoch, b = divmod(self.step, self.steps_per_epoch)
+                if epoch != self._order_epoch:
+                    self._order_epoch, self._order = epoch, self.epoch_order(epoch)
+                order = self._order
+                pending.append(self.train_step(order[b * self.config.batch_size : (b + 1) * self.config.batch_size]))
+                if len(pending) == LOSS_READ_EVERY:
+                    self.losses.extend(torch.stack(pending).tolist())
+                    pending = []
+                    self.threads.adjust()
+            if pending:
                 self.losses.extend(torch.stack(pending).tolist())
-                pending = []
-        if pending:
-            self.losses.extend(torch.stack(pending).tolist())
+                self.threads.adjust()
         self.epoch = self.step // self.steps_per_epoch
         return time.perf_counter() - start
 
@@ -218,7 +222,8 @@ class Trainer:
                 chunk = min(LOSS_READ_EVERY, (epoch + 1) * self.steps_per_epoch - self.step)
                 seconds += self.train_steps(chunk)
                 bar.update(chunk)
-                bar.set_postfix(loss=f"{sum(self.losses[-LOSS_READ_EVERY:]) / len(self.losses[-LOSS_READ_EVERY:]):.4f}")
+                shown = {"threads": self.threads.count} if self.threads.count < self.threads.most else {}  # lowered beside a busy process
+                bar.set_postfix(loss=f"{sum(self.losses[-LOSS_READ_EVERY:]) / len(self.losses[-LOSS_READ_EVERY:]):.4f}", **shown)
             bar.close()
             if self.out_dir is not None:
                 self._write_epoch_outputs(epoch + 1)

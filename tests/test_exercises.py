@@ -25,6 +25,10 @@ def per_image(values, t):
 # ----------------------------------------------------------------- right answers
 
 
+def alpha_bars(betas):
+    return torch.cumprod(1 - betas, dim=0)
+
+
 def q_sample(x0, t, noise, schedule):
     alpha_bar = per_image(schedule.alpha_bars, t)
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
@@ -32,6 +36,11 @@ def q_sample(x0, t, noise, schedule):
 
 def training_loss(model, x0, t, noise, schedule):
     return ((noise - model(q_sample(x0, t, noise, schedule), t)) ** 2).mean()
+
+
+def v_target(x0, t, noise, schedule):
+    alpha_bar = per_image(schedule.alpha_bars, t)
+    return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
 
 
 def posterior_mean(x0, x_t, t, schedule):
@@ -56,7 +65,14 @@ def guided_noise(eps_label, eps_nothing, w):
     return eps_nothing + w * (eps_label - eps_nothing)
 
 
-SOLUTIONS = {f.__name__: f for f in (q_sample, training_loss, posterior_mean, ddpm_step, ddim_step, guided_noise)}
+def noise_from_score(score, alpha_bar):
+    return -((1 - alpha_bar) ** 0.5) * score
+
+
+SOLUTIONS = {
+    f.__name__: f
+    for f in (alpha_bars, q_sample, training_loss, v_target, posterior_mean, ddpm_step, ddim_step, guided_noise, noise_from_score)
+}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +128,15 @@ def test_the_sampler_cases_include_the_first_and_last_steps():
 # ----------------------------------------------------------------- typical mistakes, as a student writes them
 
 
+def alpha_bars_loop_one_step_short(betas):
+    # A running product written as a loop that records the value before multiplying.
+    product, out = 1.0, []
+    for beta in betas:
+        out.append(product)
+        product = product * (1 - beta)
+    return torch.tensor(out, dtype=betas.dtype)
+
+
 def q_sample_alpha_t(x0, t, noise, schedule):
     alpha = per_image(schedule.alphas, t)
     return alpha.sqrt() * x0 + (1 - alpha).sqrt() * noise
@@ -146,6 +171,25 @@ def loss_target_x0(model, x0, t, noise, schedule):
 
 def loss_model_sees_x0(model, x0, t, noise, schedule):
     return torch.nn.functional.mse_loss(model(x0, t), noise)
+
+
+def v_flipped(x0, t, noise, schedule):
+    return -v_target(x0, t, noise, schedule)
+
+
+def v_weights_swapped(x0, t, noise, schedule):
+    alpha_bar = per_image(schedule.alpha_bars, t)
+    return alpha_bar.sqrt() * x0 - (1 - alpha_bar).sqrt() * noise
+
+
+def v_no_sqrt(x0, t, noise, schedule):
+    alpha_bar = per_image(schedule.alpha_bars, t)
+    return alpha_bar * noise - (1 - alpha_bar) * x0
+
+
+def v_alpha_t(x0, t, noise, schedule):
+    alpha = per_image(schedule.alphas, t)
+    return alpha.sqrt() * noise - (1 - alpha).sqrt() * x0
 
 
 def posterior_swapped(x0, x_t, t, schedule):
@@ -219,6 +263,10 @@ def ddim_minus_direction(x_t, t, t_prev, noise_pred, schedule):
 
 
 MISTAKES = [
+    ("alpha_bars", lambda betas: 1 - betas, "alphas_not_multiplied"),
+    ("alpha_bars", lambda betas: 1 - betas.cumsum(0), "summed_not_multiplied"),
+    ("alpha_bars", lambda betas: betas.cumprod(0), "product_of_betas"),
+    ("alpha_bars", alpha_bars_loop_one_step_short, "shifted_by_one"),
     ("q_sample", q_sample_alpha_t, "alpha_t_for_alpha_bar"),
     ("q_sample", q_sample_no_sqrt_on_noise, "sqrt_forgotten"),
     ("q_sample", q_sample_t_minus_1, "t_off_by_one"),
@@ -227,6 +275,10 @@ MISTAKES = [
     ("training_loss", loss_norm_per_image, "norm_per_image"),
     ("training_loss", loss_target_x0, "target_is_x0"),
     ("training_loss", loss_model_sees_x0, "network_sees_x0"),
+    ("v_target", v_flipped, "signs_flipped"),
+    ("v_target", v_weights_swapped, "weights_swapped"),
+    ("v_target", v_no_sqrt, "sqrt_forgotten"),
+    ("v_target", v_alpha_t, "alpha_t_for_alpha_bar"),
     ("posterior_mean", posterior_swapped, "coefficients_swapped"),
     ("posterior_mean", posterior_alpha_bar_t, "alpha_bar_t_for_alpha_bar_prev"),
     ("posterior_mean", posterior_wraps, "wraps_around_at_t_0"),
@@ -244,6 +296,10 @@ MISTAKES = [
     ("guided_noise", lambda label, nothing, w: label + w * (nothing - label), "roles_swapped"),
     ("guided_noise", lambda label, nothing, w: nothing + w * (nothing - label), "direction_reversed"),
     ("guided_noise", lambda label, nothing, w: nothing + w * label - nothing, "parentheses_forgotten"),
+    ("noise_from_score", lambda score, alpha_bar: (1 - alpha_bar) ** 0.5 * score, "sign_forgotten"),
+    ("noise_from_score", lambda score, alpha_bar: (alpha_bar - 1) * score, "sqrt_forgotten"),
+    ("noise_from_score", lambda score, alpha_bar: -(alpha_bar**0.5) * score, "alpha_bar_for_one_minus"),
+    ("noise_from_score", lambda score, alpha_bar: -score / (1 - alpha_bar) ** 0.5, "divided_not_multiplied"),
 ]
 
 
@@ -367,3 +423,13 @@ def test_diffusion_loss_is_what_the_checker_compares_with(tiny_model):
     case = exercises._training_loss_cases(NoiseSchedule(), tiny_model)[0]
     model, x0, t, noise, schedule = case.args
     torch.testing.assert_close(diffusion_loss(model, schedule, x0, t, noise), case.expected)
+
+
+def test_v_target_is_what_the_trainer_regresses_onto():
+    # Independently of Objective.target: x_t and v determine eps again, eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v.
+    for case in exercises._v_target_cases(NoiseSchedule(), None):
+        x0, t, noise, schedule = case.args
+        alpha_bar = per_image(schedule.alpha_bars, t)
+        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        torch.testing.assert_close((1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * case.expected, noise, atol=1e-5, rtol=1e-5)
+

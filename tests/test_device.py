@@ -1,0 +1,95 @@
+"""CpuThreads: fewer torch threads while other processes keep the cores busy, never more than at the start."""
+
+from __future__ import annotations
+
+import torch
+
+from ddpm_lib.config import TrainConfig
+from ddpm_lib.device import CpuThreads, CpuUse, read_cpu_use
+from ddpm_lib.trainer import Trainer
+
+CPU = torch.device("cpu")
+
+
+class FakeMachine:
+    """Clock readings as a CpuThreads sees them: ``others`` cores busy elsewhere, ``mine`` in this process."""
+
+    def __init__(self, cores=2):
+        self.cores, self.wall, self.machine, self.own = cores, 0.0, 0.0, 0.0
+
+    def run(self, seconds, others, mine):
+        self.wall += seconds
+        self.machine += (others + mine) * seconds
+        self.own += mine * seconds
+
+    def read(self):
+        return CpuUse(self.wall, self.machine, self.own, self.cores)
+
+
+def test_threads_drop_beside_a_busy_process_and_come_back(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the count the governor starts from
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    machine = FakeMachine(cores=2)
+    threads = CpuThreads(CPU, read=machine.read)
+    with threads.applied():
+        machine.run(10, others=0.0, mine=2.0)  # idle machine: keep both
+        threads.adjust()
+        assert threads.count == 2
+        machine.run(10, others=0.7, mine=1.3)  # a busy process gets its share of two cores: one is left
+        threads.adjust()
+        assert threads.count == 1
+        machine.run(10, others=1.0, mine=1.0)  # still there: stay at one
+        threads.adjust()
+        assert threads.count == 1
+        machine.run(10, others=0.1, mine=1.0)  # it has stopped: back to two, never more
+        threads.adjust()
+        assert threads.count == 2
+    assert chosen[-1] == 2  # the caller's own setting is restored after the block
+    assert 1 in chosen
+
+
+def test_short_readings_change_nothing(monkeypatch):
+    machine = FakeMachine()
+    threads = CpuThreads(CPU, read=machine.read)
+    with threads.applied():
+        machine.run(0.2, others=2.0, mine=0.0)
+        threads.adjust()
+        assert threads.count == threads.most
+
+
+def test_a_fixed_count_is_used_as_given(monkeypatch):
+    machine = FakeMachine()
+    threads = CpuThreads(CPU, fixed=1, read=machine.read)
+    before = torch.get_num_threads()
+    with threads.applied():
+        assert torch.get_num_threads() == 1
+        machine.run(10, others=0.0, mine=1.0)
+        threads.adjust()
+        assert threads.count == 1 and not threads.adaptive
+    assert torch.get_num_threads() == before
+
+
+def test_without_a_reading_or_off_a_cpu_nothing_changes():
+    assert not CpuThreads(CPU, read=lambda: None).adaptive
+    assert not CpuThreads(torch.device("cuda"), read=FakeMachine().read).adaptive
+
+
+def test_the_machine_reading_is_plausible():
+    first = read_cpu_use()
+    if first is None:  # not Linux
+        return
+    sum(i * i for i in range(200_000))  # some CPU time of our own
+    second = read_cpu_use()
+    assert first.cores >= 1 and second.wall > first.wall
+    assert second.own > first.own and second.machine >= first.machine
+
+
+def test_the_trainer_restores_the_callers_thread_count():
+    before = torch.get_num_threads()
+    images = torch.rand(64, 1, 28, 28) * 2 - 1
+    config = TrainConfig(device="cpu", batch_size=16, out_dir=None, cpu_threads=before + 1,
+                         model={"channels": (8, 16, 16), "attention": False})
+    trainer = Trainer(config, progress=False, images=images, labels=torch.zeros(64, dtype=torch.long))
+    trainer.train_steps(2)
+    assert torch.get_num_threads() == before
