@@ -33,10 +33,12 @@ data: $(VENV)/.installed
 run: data
 	@$(PY) tools/run_notebooks.py --runs $(RUNS) $(if $(FROM_02),--from-02)
 
+# One pytest for the unit tests and the notebooks, spread over the cores by pytest-xdist (a file,
+# and so a notebook, stays on one worker). One torch thread per worker: several multi-threaded
+# torch processes on the same cores spin-wait for each other (README, Benchmarks).
 test: data
 	bash tests/install_browser.sh $(VENV)
-	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval notebooks -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile tests notebooks --nbval -p no:cacheprovider
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks
