@@ -1,9 +1,10 @@
-"""Where the arithmetic runs and in which precision.
+"""Where the arithmetic runs, in which precision, and on how many CPU threads.
 
 Everything that depends on the hardware is decided here, once: which device
-"auto" means, which mixed precision suits it, and the autocast context the
-trainer, the samplers and the evaluator all use, so that one seed gives the
-same digits whichever of them draws them.
+"auto" means, which mixed precision suits it, the autocast context the
+trainer, the samplers and the evaluator all use (so that one seed gives the
+same digits whichever of them draws them), and how many threads CPU training
+uses while other processes compete for the cores.
 """
 
 from __future__ import annotations
@@ -81,42 +82,62 @@ class CpuUse(NamedTuple):
 
 
 def read_cpu_use() -> CpuUse | None:
-    """The machine's busy CPU seconds from /proc/stat (Linux), with this process's own; None elsewhere."""
+    """Busy CPU seconds of the cores this process may run on (Linux's /proc/stat), and its own; None elsewhere.
+
+    Only the cores in this process's affinity mask count (``taskset``, some containers); a
+    container's CPU quota (``docker --cpus``) is not visible here.
+    """
     try:
         with open("/proc/stat") as f:
             lines = f.read().splitlines()
-    except OSError:
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        busy_ticks, cores = 0, 0
+        for line in lines:
+            # cpuN  user nice system idle iowait irq softirq steal ...  (clock ticks since boot)
+            if not (line.startswith("cpu") and line[3:4].isdigit()):
+                continue
+            name, *values = line.split()
+            if allowed is not None and int(name[3:]) not in allowed:
+                continue
+            ticks = [int(v) for v in values[:8]]
+            busy_ticks += sum(ticks) - ticks[3] - ticks[4]  # everything but idle and iowait
+            cores += 1
+    except (OSError, ValueError, IndexError):
         return None
-    # cpu  user nice system idle iowait irq softirq steal ...  (in clock ticks, all cores together)
-    ticks = [int(v) for v in lines[0].split()[1:9]]
-    busy = sum(ticks) - ticks[3] - ticks[4]  # everything but idle and iowait
-    cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-    return CpuUse(time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), time.process_time(), cores)
+    if cores == 0:
+        return None
+    return CpuUse(time.monotonic(), busy_ticks / os.sysconf("SC_CLK_TCK"), time.process_time(), cores)
 
 
 class CpuThreads:
-    """torch's thread count for CPU training: the cores that other processes leave free.
+    """torch's thread count for CPU training: one fewer while other processes crowd the cores.
 
     With every core busy, OpenMP's threads spin while they wait for each other, and each step
     waits for the thread the OS has descheduled: beside one busy process, the default two threads
     trained at a third of their idle speed, one thread at about its idle speed (README,
-    Benchmarks; ``tools/threads.py``). So, every ``Trainer`` chunk of steps, ``adjust`` reads how
-    much CPU the rest of the machine used since the last reading (the machine's time less this
-    process's own) and sets torch to the cores left over: between 1 and the count it started
-    with, so an idle machine trains exactly as before. ``fixed`` (``TrainConfig.cpu_threads``)
-    turns this off and uses that many threads; off a CPU, or where the machine's use cannot be
+    Benchmarks; ``tools/threads.py``). So, at each ``adjust`` (every chunk of ``Trainer`` steps,
+    at least ``SETTLE_SECONDS`` apart), it reads how the cores were used since the last reading:
+
+    - all of them busy, more than half a core of it by other processes: one thread fewer;
+    - at least half a core idle: one thread more, up to the count it started with.
+
+    One step at a time, because what other processes *use* under contention understates what
+    they would use: the count goes down until the cores are no longer crowded, and back up
+    when they are free. On an idle machine nothing changes. ``fixed`` (``TrainConfig.cpu_threads``)
+    turns this off and uses that many threads; off a CPU, or where the cores' use cannot be
     read, it does nothing.
     """
 
     SETTLE_SECONDS = 1.0  # shorter readings are mostly noise
+    MARGIN = 0.5  # cores: less than this of others' use, or of idle time, is noise (a browser tab, a clock)
 
     def __init__(self, device: torch.device, fixed: int | None = None, read: Callable[[], CpuUse | None] = read_cpu_use):
         self.read = read
         self.on_cpu = device.type == "cpu"
         self.most = fixed or torch.get_num_threads()
         self.count = self.most
-        self.adaptive = self.on_cpu and fixed is None and read() is not None
-        self._last: CpuUse | None = None
+        self._last = read() if self.on_cpu and fixed is None else None
+        self.adaptive = self._last is not None
 
     @contextmanager
     def applied(self):
@@ -126,23 +147,28 @@ class CpuThreads:
             return
         before = torch.get_num_threads()
         torch.set_num_threads(self.count)
-        self._last = self.read() if self.adaptive else None
         try:
             yield
         finally:
             torch.set_num_threads(before)
 
     def adjust(self) -> None:
-        """Called between steps inside ``applied``: the cores others left free since the last call."""
-        if not self.adaptive or self._last is None:
+        """Called inside ``applied``: one thread fewer or more, from the cores' use since the last reading."""
+        if not self.adaptive:
             return
         now = self.read()
+        if now is None:
+            return
         seconds = now.wall - self._last.wall
         if seconds < self.SETTLE_SECONDS:
             return
-        others = (now.machine - self._last.machine - (now.own - self._last.own)) / seconds
-        self.count = max(1, min(self.most, round(now.cores - others)))
+        machine = (now.machine - self._last.machine) / seconds  # cores busy, this process included
+        others = machine - (now.own - self._last.own) / seconds
+        idle = now.cores - machine
+        if others > self.MARGIN and idle < self.MARGIN:
+            self.count = max(1, self.count - 1)
+        elif idle >= self.MARGIN:
+            self.count = min(self.most, self.count + 1)
         if self.count != torch.get_num_threads():
             torch.set_num_threads(self.count)
         self._last = now
-

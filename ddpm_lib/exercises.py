@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mixture2d import GaussianMixture2D
+from .mixture2d import THREE_CLASSES
 from .objective import Objective, diffusion_loss
 from .sampling import Guidance, ddim_sample, ddpm_sample
 from .sampling import guided_noise as library_guided_noise
@@ -607,18 +607,14 @@ GUIDED_NOISE_MISTAKES = (
 
 # --------------------------------------------------------------------------- noise_from_score
 
-# Notebook 4's toy: three round classes in the plane, whose noised scores are known exactly.
-_TOY = GaussianMixture2D(means=[[-2.0, -1.0], [2.0, -1.0], [0.0, 2.0]], std=1.1)
-
-
 def _noise_from_score_cases(schedule, model):
     generator = _generator(9)
     cases = []
     for t in (0, schedule.timesteps // 4, schedule.timesteps // 2, schedule.timesteps - 1):
         alpha_bar = float(schedule.alpha_bars[t])
         x_t = 2 * torch.randn((6, 2), generator=generator, dtype=torch.float64)
-        score = torch.from_numpy(_TOY.noised(alpha_bar).score(x_t.numpy()))
-        expected = torch.from_numpy(_TOY.best_noise_prediction(x_t.numpy(), alpha_bar)).float()
+        score = torch.from_numpy(THREE_CLASSES.noised(alpha_bar).score(x_t.numpy()))
+        expected = torch.from_numpy(THREE_CLASSES.best_noise_prediction(x_t.numpy(), alpha_bar)).float()
         cases.append(Case(f"alpha_bar = {alpha_bar:.4g}", (score, torch.tensor(alpha_bar, dtype=torch.float64)), expected))
     return cases
 

@@ -112,6 +112,10 @@ class GaussianMixture2D:
         return -np.sqrt(1 - alpha_bar) * score
 
 
+# Notebook 4's toy (and its exercise's): three round classes A, B, C, apart enough to tell, close enough to overlap.
+THREE_CLASSES = GaussianMixture2D(means=[[-2.0, -1.0], [2.0, -1.0], [0.0, 2.0]], std=1.1)
+
+
 def _logsumexp(a: np.ndarray) -> np.ndarray:
     top = a.max(axis=-1)
     return top + np.log(np.exp(a - top[..., None]).sum(-1))

@@ -30,7 +30,7 @@ TEMPORARY_PATTERN = re.compile(r"^\..+\.tmp-\d+(\.\w+)?$")
 # What trainer._atomic_save wrote before atomic_write existed.
 LEGACY_TEMPORARIES = ("checkpoint.pt.tmp",)
 # Settings of the machine or of where files live, not of what is learned: a run may move between them.
-MACHINE_SETTINGS = ("device", "amp", "cpu_threads", "out_dir", "data_root")
+MACHINE_SETTINGS = ("device", "amp", "cuda_graphs", "cpu_threads", "out_dir", "data_root")
 # Windows byte-range locks are mandatory, so the lock sits on one byte far past the holder's
 # text: other processes can still read who holds it.
 _WINDOWS_LOCK_OFFSET = 1 << 20

@@ -36,7 +36,7 @@ from .data import load_mnist
 from .device import CpuThreads, autocast, resolve_device, resolve_precision
 from .objective import diffusion_loss, draw_training_inputs, noise_predictor
 from .plots import save_grid
-from .runfolder import MACHINE_SETTINGS, RunLock, atomic_write, check_writable, config_differences, remove_stale_temporaries
+from .runfolder import RunLock, atomic_write, check_writable, config_differences, remove_stale_temporaries
 from .sampling import Guidance, balanced_labels, ddim_sample
 from .schedule import NoiseSchedule
 
@@ -226,7 +226,8 @@ class Trainer:
                 bar.set_postfix(loss=f"{sum(self.losses[-LOSS_READ_EVERY:]) / len(self.losses[-LOSS_READ_EVERY:]):.4f}", **shown)
             bar.close()
             if self.out_dir is not None:
-                self._write_epoch_outputs(epoch + 1)
+                with self.threads.applied():  # its grid is sampled on the cores training left free
+                    self._write_epoch_outputs(epoch + 1)
         return TrainResult(
             self.model, self.sampler_model(), self.schedule, self.losses, self.epoch, self.step, self.out_dir, self.precision,
             self.device, seconds, self.graphed,
@@ -260,7 +261,7 @@ class Trainer:
         ckpt_path = self.out_dir / CHECKPOINT_NAME
         ckpt = read_checkpoint(ckpt_path)
         saved = TrainConfig.from_saved(ckpt["config"])
-        changes = config_differences(asdict(saved), asdict(self.config), ignore=(*MACHINE_SETTINGS, "cuda_graphs"))
+        changes = config_differences(asdict(saved), asdict(self.config))
         if changes and not allow_changes:
             raise CheckpointError(
                 f"{ckpt_path} was trained with other settings ({'; '.join(changes)}); resume with the same settings, "

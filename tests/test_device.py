@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ddpm_lib.config import TrainConfig
@@ -26,36 +27,75 @@ class FakeMachine:
         return CpuUse(self.wall, self.machine, self.own, self.cores)
 
 
-def test_threads_drop_beside_a_busy_process_and_come_back(monkeypatch):
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the count the governor starts from
+@pytest.fixture
+def two_threads(monkeypatch):
+    """torch starts with two threads; what the governor sets is recorded, not applied."""
     chosen = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: chosen[-1] if chosen else 2)
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    return chosen
+
+
+def test_threads_drop_beside_a_busy_process_and_come_back(two_threads):
     machine = FakeMachine(cores=2)
     threads = CpuThreads(CPU, read=machine.read)
     with threads.applied():
         machine.run(10, others=0.0, mine=2.0)  # idle machine: keep both
         threads.adjust()
         assert threads.count == 2
-        machine.run(10, others=0.7, mine=1.3)  # a busy process gets its share of two cores: one is left
+        machine.run(10, others=0.3, mine=1.7)  # a little background work is noise
+        threads.adjust()
+        assert threads.count == 2
+        machine.run(10, others=0.7, mine=1.3)  # a busy process gets its share of two crowded cores: one fewer
         threads.adjust()
         assert threads.count == 1
-        machine.run(10, others=1.0, mine=1.0)  # still there: stay at one
+        machine.run(10, others=1.0, mine=1.0)  # still there: stay at one, never below
         threads.adjust()
         assert threads.count == 1
         machine.run(10, others=0.1, mine=1.0)  # it has stopped: back to two, never more
         threads.adjust()
         assert threads.count == 2
-    assert chosen[-1] == 2  # the caller's own setting is restored after the block
-    assert 1 in chosen
+        machine.run(10, others=0.0, mine=1.2)
+        threads.adjust()
+        assert threads.count == 2
+    assert two_threads[-1] == 2 and 1 in two_threads  # lowered inside the block, the caller's count restored after it
 
 
-def test_short_readings_change_nothing(monkeypatch):
+def test_several_busy_processes_bring_it_down_step_by_step(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    machine = FakeMachine(cores=4)
+    threads = CpuThreads(CPU, read=machine.read)
+    with threads.applied():
+        counts = []
+        for _ in range(4):  # three busy processes share the crowded cores with our threads
+            runnable = 3 + threads.count
+            machine.run(10, others=3 * 4 / runnable, mine=threads.count * 4 / runnable)
+            threads.adjust()
+            counts.append(threads.count)
+        assert counts == [3, 2, 1, 1]  # what others *used* understated what they wanted: it kept going down
+        for expected in (2, 3, 4, 4):  # they have stopped
+            machine.run(10, others=0.0, mine=threads.count)
+            threads.adjust()
+            assert threads.count == expected
+
+
+def test_short_readings_change_nothing(two_threads):
     machine = FakeMachine()
     threads = CpuThreads(CPU, read=machine.read)
     with threads.applied():
         machine.run(0.2, others=2.0, mine=0.0)
         threads.adjust()
-        assert threads.count == threads.most
+        assert threads.count == 2
+
+
+def test_a_reading_that_fails_later_changes_nothing(two_threads):
+    machine = FakeMachine()
+    readings = iter([machine.read(), None])
+    threads = CpuThreads(CPU, read=lambda: next(readings))
+    with threads.applied():
+        threads.adjust()
+        assert threads.count == 2
 
 
 def test_a_fixed_count_is_used_as_given(monkeypatch):

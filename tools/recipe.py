@@ -29,7 +29,7 @@ from ddpm_lib.evaluation import reference_and_floor
 # name -> the fields that differ from the default TrainConfig ("model" fields go in a nested dict).
 # The single changes are measured against the recipe before min-SNR became the default (L_simple).
 OLD_DEFAULT = {"loss_weighting": "uniform"}
-NOTEBOOK_02 = {"loss_weighting": "min_snr", "lr": 4e-3}  # notebook 02's CPU defaults, on all 60,000 digits
+NOTEBOOK_02 = {"loss_weighting": "min_snr", "lr": 4e-3}  # notebook 02's CPU defaults before v and batch 64, on all 60,000 digits
 VARIANTS = {
     "baseline": OLD_DEFAULT,
     **{name: {**OLD_DEFAULT, **change} for name, change in {
@@ -74,6 +74,9 @@ VARIANTS = {
     "nb02_subset_v_batch_64": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64},
     "nb02_subset_v_batch_64_cosine_lr": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64, "lr_schedule": "cosine"},
     "nb02_subset_v_batch_64_lr_2e-3": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64, "lr": 2e-3},
+    "nb02_subset_v_batch_64_lr_8e-3": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64, "lr": 8e-3},
+    "nb02_subset_v_batch_64_warmup_25": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64, "warmup_steps": 25},
+    "nb02_subset_v_batch_64_cosine_schedule": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64, "schedule": "cosine"},
 }
 COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes")
 
