@@ -433,3 +433,18 @@ def test_v_target_is_what_the_trainer_regresses_onto():
         x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
         torch.testing.assert_close((1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * case.expected, noise, atol=1e-5, rtol=1e-5)
 
+
+
+def test_alpha_bars_is_checked_where_it_is_tiny():
+    # The last quarter of the linear schedule has alpha_bar below 0.004: an error there must still count.
+    def wrong_at_the_end(betas):
+        out = torch.cumprod(1 - betas, dim=0)
+        out[-len(out) // 4 :] *= 1.5
+        return out
+
+    result = check("alpha_bars", wrong_at_the_end)
+    assert result.status == "wrong" and "linear (T = 1000)" in result.message
+
+
+def test_alpha_bars_in_float32_is_still_right():
+    assert check("alpha_bars", lambda betas: torch.cumprod(1 - betas.float(), dim=0)).passed
