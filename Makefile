@@ -34,11 +34,12 @@ run: data
 	@$(PY) tools/run_notebooks.py --runs $(RUNS) $(if $(FROM_02),--from-02)
 
 # One pytest for the unit tests and the notebooks, spread over the cores by pytest-xdist (a file,
-# and so a notebook, stays on one worker). One torch thread per worker: several multi-threaded
+# and so a notebook, stays on one worker); the notebooks, the longest files, are handed out first so
+# that no worker starts one near the end. One torch thread per worker: several multi-threaded
 # torch processes on the same cores spin-wait for each other (README, Benchmarks).
 test: data
 	bash tests/install_browser.sh $(VENV)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile tests notebooks --nbval -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile notebooks tests --nbval -p no:cacheprovider
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks
