@@ -181,13 +181,19 @@ ALPHA_BARS_MISTAKES = (
 # --------------------------------------------------------------------------- q_sample
 
 
-def _q_sample_cases(schedule, model):
-    generator = _generator(1)
+def _x0_t_noise_cases(schedule, seed_offset: int, answer: Callable) -> list[Case]:
+    """Cases for a function of (x0, t, noise, schedule): seeded digits and noise at each batch of t,
+    with ``answer(x0, t, noise)`` as the right result."""
+    generator = _generator(seed_offset)
     cases = []
     for where, t in _timestep_batches(schedule):
         x0, noise = _digits(generator), _normal(generator)
-        cases.append(Case(where, (x0, t, noise, schedule), schedule.q_sample(x0, t, noise)))
+        cases.append(Case(where, (x0, t, noise, schedule), answer(x0, t, noise)))
     return cases
+
+
+def _q_sample_cases(schedule, model):
+    return _x0_t_noise_cases(schedule, 1, schedule.q_sample)
 
 
 def _jump(alpha_bar, x0, noise, root=torch.sqrt, noise_root=None):
@@ -299,13 +305,8 @@ TRAINING_LOSS_MISTAKES = (
 
 
 def _v_target_cases(schedule, model):
-    generator = _generator(8)
     v = Objective(prediction="v")
-    cases = []
-    for where, t in _timestep_batches(schedule):
-        x0, noise = _digits(generator), _normal(generator)
-        cases.append(Case(where, (x0, t, noise, schedule), v.target(schedule, x0, t, noise)))
-    return cases
+    return _x0_t_noise_cases(schedule, 8, lambda x0, t, noise: v.target(schedule, x0, t, noise))
 
 
 def _velocity(x0, t, noise, s, alpha_bar=None, root=torch.sqrt, noise_sign=+1, x0_sign=-1, swap=False):
