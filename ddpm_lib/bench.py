@@ -79,12 +79,14 @@ class QualityMark:
     steps: int
     epochs: float
     train_seconds: float  # in optimisation steps only; sampling and judging the digits are not counted
+    eta: float  # DDIM's noise: 0 deterministic, 1 the stochastic (DDPM-like) sampler on the same 50 steps
     scores: Evaluation
 
 
 def quality_during_training(config: TrainConfig, marks: list[float], by: str, n: int, classifier: DigitClassifier, reference,
-                            seed: int = 1) -> Iterator[QualityMark]:
-    """Train ``config``'s recipe once and, at each mark, score n DDIM-50 samples of its EMA weights.
+                            seed: int = 1, etas: tuple[float, ...] = (0.0,)) -> Iterator[QualityMark]:
+    """Train ``config``'s recipe once and, at each mark, score n DDIM-50 samples of its EMA weights
+    (one QualityMark per eta in ``etas``, all from the same starting noise).
 
     ``by`` is "minutes" (of optimisation on this machine) or "steps". By steps, the run is planned to
     end in the epoch of the last mark (so a cosine learning rate reaches 0 there when the mark ends an
@@ -102,9 +104,11 @@ def quality_during_training(config: TrainConfig, marks: list[float], by: str, n:
         else:
             while trained < mark * 60:
                 trained += trainer.train_steps(10)
-        with autocast(trainer.device, trainer.precision):
-            images = sample_many(trainer.sampler_model(), trainer.schedule, n, "ddim", 50, seed=seed)
-        yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, evaluate_images(classifier, images, reference))
+        for eta in etas:
+            with autocast(trainer.device, trainer.precision):
+                images = sample_many(trainer.sampler_model(), trainer.schedule, n, "ddim", 50, seed=seed, eta=eta)
+            scores = evaluate_images(classifier, images, reference)
+            yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, eta, scores)
 
 
 def minutes_to_quality(config: TrainConfig, target: float = 0.9, max_minutes: float = 20, every_minutes: float = 5,

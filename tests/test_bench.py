@@ -19,9 +19,10 @@ def judge():
 @pytest.mark.slow  # a real (tiny) training run on MNIST
 def test_each_mark_is_measured_on_one_continuing_run(tiny_config, judge):
     config = tiny_config(train_subset=256, batch_size=64)  # 4 steps per epoch
-    points = list(quality_during_training(config, [3, 6], "steps", 4, *judge))
-    assert [(p.mark, p.steps, p.epochs) for p in points] == [(3, 3, 0.75), (6, 6, 1.5)]
-    assert 0 < points[0].train_seconds < points[1].train_seconds  # the clock runs on: one run, not one per mark
+    points = list(quality_during_training(config, [3, 6], "steps", 4, *judge, etas=(0.0, 1.0)))
+    assert [(p.mark, p.steps, p.epochs, p.eta) for p in points] == [(3, 3, 0.75, 0.0), (3, 3, 0.75, 1.0), (6, 6, 1.5, 0.0), (6, 6, 1.5, 1.0)]
+    assert points[0].train_seconds == points[1].train_seconds  # both samplers judge the same weights
+    assert 0 < points[0].train_seconds < points[2].train_seconds  # the clock runs on: one run, not one per mark
     assert all(p.scores.n == 4 for p in points)
 
 
@@ -33,11 +34,12 @@ def test_an_unknown_kind_of_mark_is_refused(tiny_config, judge):
 def fake_run(confident_at_each_mark: list[float], asked: list):
     """quality_during_training as a script: the marks it is asked for are recorded, the scores are given."""
 
-    def run(config, marks, by, n, classifier, reference, seed=1):
+    def run(config, marks, by, n, classifier, reference, seed=1, etas=(0.0,)):
         asked.extend(marks)
         for mark, confident in zip(marks, confident_at_each_mark):
-            yield QualityMark(mark, steps=100 * mark, epochs=mark, train_seconds=60 * mark,
-                              scores=Evaluation(n=n, fid=1.0, confident=confident, class_fractions=[0.1] * 10))  # fmt: skip
+            for eta in etas:
+                yield QualityMark(mark, steps=100 * mark, epochs=mark, train_seconds=60 * mark, eta=eta,
+                                  scores=Evaluation(n=n, fid=1.0, confident=confident, class_fractions=[0.1] * 10))  # fmt: skip
 
     return run
 
@@ -57,6 +59,7 @@ def test_the_recipe_tool_rows_come_from_the_same_measurement(monkeypatch, tiny_c
     floor = Evaluation(n=10, fid=0.5, confident=0.99, class_fractions=[0.1] * 10)
     monkeypatch.setattr("tools.recipe.reference_and_floor", lambda n: (*judge, floor))
     monkeypatch.setattr("tools.recipe.quality_during_training", fake_run([0.25], []))
-    (row,) = measure("baseline", tiny_config(), [2], "minutes", 10)
+    (row, stochastic) = measure("baseline", tiny_config(), [2], "minutes", 10, (0.0, 1.0))
     assert row["mark"] == "2 minutes" and row["steps"] == 200 and row["images"] == 200 * tiny_config().batch_size
+    assert (row["eta"], stochastic["eta"]) == (0.0, 1.0)
     assert (row["train_seconds"], row["confident"], row["fid"], row["fid_ratio"]) == (120, 0.25, 1.0, 2.0)

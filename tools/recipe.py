@@ -80,9 +80,14 @@ VARIANTS = {
         "_lr_8e-3": {"lr": 8e-3},
         "_warmup_25": {"warmup_steps": 25},
         "_cosine_schedule": {"schedule": "cosine"},
+        "_cosine_lr_6e-3": {"lr_schedule": "cosine", "lr": 6e-3},
+        "_ema_off": {"ema_decay": 0.0},
+        "_cosine_lr_ema_warmup_3": {"lr_schedule": "cosine", "ema_warmup": 3},
+        "_cosine_lr_ema_warmup_25": {"lr_schedule": "cosine", "ema_warmup": 25},
+        "_no_attention": {"model": {"attention": False}},
     }.items()},
 }
-COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes")
+COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes", "eta")
 
 
 def variant_config(name: str, base: TrainConfig, extra: dict | None = None) -> TrainConfig:
@@ -99,15 +104,15 @@ def parse_variant(text: str) -> list[str]:
     return names
 
 
-def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int, seed: int = 1):
-    """Yield one row per mark; ``by`` is "minutes" (of optimisation on this machine) or "steps"."""
+def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int, etas: tuple[float, ...], seed: int = 1):
+    """Yield one row per mark and eta; ``by`` is "minutes" (of optimisation on this machine) or "steps"."""
     classifier, reference, floor = reference_and_floor(n)
-    for point in quality_during_training(config, marks, by, n, classifier, reference, seed):
+    for point in quality_during_training(config, marks, by, n, classifier, reference, seed, etas):
         yield {
             "variant": name, "device": str(resolve_device(config.device)), "mark": f"{point.mark:g} {by}", "steps": point.steps,
             "images": point.steps * config.batch_size, "train_seconds": round(point.train_seconds, 1), "n": n,
             "confident": round(point.scores.confident, 4), "fid": round(point.scores.fid, 4), "floor_fid": round(floor.fid, 4),
-            "fid_ratio": round(point.scores.fid / floor.fid, 2), "changes": VARIANTS[name],
+            "fid_ratio": round(point.scores.fid / floor.fid, 2), "changes": VARIANTS[name], "eta": point.eta,
         }  # fmt: skip
 
 
@@ -132,12 +137,14 @@ def main(argv=None) -> int:
     marks.add_argument("--minutes", help="comma-separated minutes of training at which to measure")
     marks.add_argument("--steps", help="comma-separated step counts at which to measure")
     parser.add_argument("--n", type=int, default=2000, help="digits drawn at each mark")
+    parser.add_argument("--eta", default="0", help="comma-separated DDIM noise levels to sample with at each mark: 0 deterministic, 1 stochastic")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--out", required=True, help="CSV file; rows are appended")
     args = parser.parse_args(argv)
     by = "minutes" if args.minutes else "steps"
     points = sorted(float(m) for m in (args.minutes or args.steps).split(","))
+    etas = tuple(float(eta) for eta in args.eta.split(","))
     base = TrainConfig(device=args.device, amp=args.amp)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,10 +155,10 @@ def main(argv=None) -> int:
             writer.writeheader()
         for name in args.variant:
             start = time.perf_counter()
-            for row in measure(name, variant_config(name, base), points, by, args.n):
+            for row in measure(name, variant_config(name, base), points, by, args.n, etas):
                 writer.writerow(row)
                 f.flush()
-                print(f"{name:>18}  {row['mark']:>12}  {row['steps']:>6} steps  {row['confident']:.1%} confident  "
+                print(f"{name:>18}  {row['mark']:>12}  {row['steps']:>6} steps  eta {row['eta']:g}  {row['confident']:.1%} confident  "
                       f"FID {row['fid']:.3f} ({row['fid_ratio']}x floor)  [{time.perf_counter() - start:.0f} s]", flush=True)
     return 0
 
