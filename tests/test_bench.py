@@ -22,6 +22,7 @@ def test_each_mark_is_measured_on_one_continuing_run(tiny_config, judge):
     points = list(quality_during_training(config, [3, 6], "steps", 4, *judge, etas=(0.0, 1.0)))
     assert [(p.mark, p.steps, p.epochs, p.eta) for p in points] == [(3, 3, 0.75, 0.0), (3, 3, 0.75, 1.0), (6, 6, 1.5, 0.0), (6, 6, 1.5, 1.0)]
     assert points[0].train_seconds == points[1].train_seconds  # both samplers judge the same weights
+    assert points[0].scores.fid != points[1].scores.fid  # ... and drew different digits: eta reached the sampler
     assert 0 < points[0].train_seconds < points[2].train_seconds  # the clock runs on: one run, not one per mark
     assert all(p.scores.n == 4 for p in points)
 
@@ -63,3 +64,14 @@ def test_the_recipe_tool_rows_come_from_the_same_measurement(monkeypatch, tiny_c
     assert row["mark"] == "2 minutes" and row["steps"] == 200 and row["images"] == 200 * tiny_config().batch_size
     assert (row["eta"], stochastic["eta"]) == (0.0, 1.0)
     assert (row["train_seconds"], row["confident"], row["fid"], row["fid_ratio"]) == (120, 0.25, 1.0, 2.0)
+
+
+def test_the_recipe_tool_refuses_to_append_to_a_csv_with_other_columns(tmp_path, capsys):
+    from tools.recipe import main
+
+    older = tmp_path / "rows.csv"
+    older.write_text("variant,device,mark\nbaseline,cpu,2 minutes\n")
+    with pytest.raises(SystemExit):
+        main(["--variant", "baseline", "--steps", "1", "--out", str(older)])
+    assert "give a new --out file" in capsys.readouterr().err
+    assert older.read_text() == "variant,device,mark\nbaseline,cpu,2 minutes\n"

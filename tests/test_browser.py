@@ -90,7 +90,7 @@ COURSE_NOTEBOOKS = [
         REPO_ROOT / "notebooks" / "03_reverse_sampling.ipynb",
         slider_label=r"(t|step|timestep)\b",
         dropdown_label=r"sampler",
-        run_all_timeout_s=300,
+        run_all_timeout_s=180,
         redraw_timeout_s=60,
         apply_button_label=r"(sample|resample|generate|run)\b",
         parameters={"n_samples": 8},  # the fewest notebook 03 takes (it reuses eight as codes); nbval runs it as stored
@@ -151,7 +151,7 @@ def screenshot_folder(name: str, capsys) -> Path:
 
 
 def write_small_untrained_model(path: Path) -> Path:
-    """A weights file of the smallest network the library builds, with the default schedule (T = 1000)."""
+    """A weights file of an untrained network of widths 8-8-8 without attention, with the default schedule (T = 1000)."""
     config = TrainConfig(model=UNetConfig(channels=(8, 8, 8), attention=False))
     torch.manual_seed(0)
     save_weights(SimpleUNet(config.model).state_dict(), path, asdict(config))

@@ -149,6 +149,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
+    if not new_file:
+        with open(out, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != list(COLUMNS):
+            parser.error(f"{out} has the columns {header}, not this tool's {list(COLUMNS)}; give a new --out file")
     with open(out, "a", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         if new_file:
