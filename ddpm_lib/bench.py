@@ -104,9 +104,10 @@ def quality_during_training(config: TrainConfig, marks: list[float], by: str, n:
         else:
             while trained < mark * 60:
                 trained += trainer.train_steps(10)
+        model = trainer.sampler_model()
         for eta in etas:
             with autocast(trainer.device, trainer.precision):
-                images = sample_many(trainer.sampler_model(), trainer.schedule, n, "ddim", 50, seed=seed, eta=eta)
+                images = sample_many(model, trainer.schedule, n, "ddim", 50, seed=seed, eta=eta)
             scores = evaluate_images(classifier, images, reference)
             yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, eta, scores)
 

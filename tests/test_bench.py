@@ -75,3 +75,25 @@ def test_the_recipe_tool_refuses_to_append_to_a_csv_with_other_columns(tmp_path,
         main(["--variant", "baseline", "--steps", "1", "--out", str(older)])
     assert "give a new --out file" in capsys.readouterr().err
     assert older.read_text() == "variant,device,mark\nbaseline,cpu,2 minutes\n"
+
+
+def test_the_recipe_table_keeps_each_samplers_row(tmp_path):
+    from tools.recipe import COLUMNS, markdown_table
+
+    rows = tmp_path / "rows.csv"
+    line = "v,cpu,561 steps,561,0,1.0,1000,{confident},{fid},0.2,1.0,{{}},{eta}\n"
+    rows.write_text(",".join(COLUMNS) + "\n" + line.format(confident=0.4, fid=14, eta=0.0) + line.format(confident=0.5, fid=12, eta=1.0))
+    older = tmp_path / "older.csv"  # written before the eta column existed
+    older.write_text(",".join(COLUMNS[:-1]) + "\nw,cpu,561 steps,561,0,1.0,1000,0.3,20,0.2,1.0,{}\n")
+    table = markdown_table([str(rows), str(older)])
+    assert "| v | 14 / 40% |" in table and "| v, eta 1 | 12 / 50% |" in table and "| w | 20 / 30% |" in table
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--eta"])
+def test_the_recipe_tool_names_a_list_that_is_not_numbers(flag, capsys):
+    from tools.recipe import main
+
+    arguments = {"--steps": ["--steps", "10,x"], "--eta": ["--steps", "10", "--eta", "one"]}[flag]
+    with pytest.raises(SystemExit):
+        main(["--variant", "baseline", *arguments, "--out", "unused.csv"])
+    assert "expected comma-separated numbers" in capsys.readouterr().err

@@ -54,10 +54,11 @@ from browser_support import (
     copy_notebook_for_lab,
     write_widget_demo_notebook,
 )
+from conftest import TINY_MODEL
 
 from ddpm_lib.checkpoint import save_weights
 from ddpm_lib.config import TrainConfig
-from ddpm_lib.unet import SimpleUNet, UNetConfig
+from ddpm_lib.unet import SimpleUNet
 
 pytestmark = pytest.mark.browser
 
@@ -75,7 +76,7 @@ class WidgetContract:
     redraw_timeout_s: float
     apply_button_label: str | None = None
     parameters: dict | None = None  # set after the notebook's parameters cell: the widgets, not the figures, are tested here
-    small_untrained_model: bool = False  # run on a network of widths 8-8-8 (parameter "checkpoint"): every cell, a fraction of the time
+    small_untrained_model: bool = False  # run on conftest's TINY_MODEL, untrained (parameter "checkpoint"): every cell, a fraction of the time
 
 
 COURSE_NOTEBOOKS = [
@@ -151,8 +152,8 @@ def screenshot_folder(name: str, capsys) -> Path:
 
 
 def write_small_untrained_model(path: Path) -> Path:
-    """A weights file of an untrained network of widths 8-8-8 without attention, with the default schedule (T = 1000)."""
-    config = TrainConfig(model=UNetConfig(channels=(8, 8, 8), attention=False))
+    """A weights file of an untrained TINY_MODEL (widths 8-16-16, no attention), with the default schedule (T = 1000)."""
+    config = TrainConfig(model=TINY_MODEL)
     torch.manual_seed(0)
     save_weights(SimpleUNet(config.model).state_dict(), path, asdict(config))
     return path

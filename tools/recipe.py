@@ -116,15 +116,29 @@ def measure(name: str, config: TrainConfig, marks: list[float], by: str, n: int,
         }  # fmt: skip
 
 
+def row_label(row: dict) -> str:
+    """The variant, and the sampler's eta where it added noise (files from before the eta column have none)."""
+    eta = float(row.get("eta") or 0)
+    return row["variant"] if eta == 0 else f"{row['variant']}, eta {eta:g}"
+
+
 def markdown_table(paths: list[str]) -> str:
-    """The rows of one or more CSV files as a Markdown table: one line per variant, one column per mark."""
+    """The rows of one or more CSV files as a Markdown table: one line per variant (and eta), one column per mark."""
     rows = [row for path in paths for row in csv.DictReader(open(path))]
     marks = sorted({row["mark"] for row in rows}, key=lambda m: float(m.split()[0]))
-    variants = list(dict.fromkeys(row["variant"] for row in rows))
-    cell = {(row["variant"], row["mark"]): f"{float(row['fid']):.3g} / {float(row['confident']):.0%}" for row in rows}
+    variants = list(dict.fromkeys(row_label(row) for row in rows))
+    cell = {(row_label(row), row["mark"]): f"{float(row['fid']):.3g} / {float(row['confident']):.0%}" for row in rows}
     lines = ["| variant | " + " | ".join(marks) + " |", "|---|" + "---|" * len(marks)]
     lines += [f"| {v} | " + " | ".join(cell.get((v, m), "") for m in marks) + " |" for v in variants]
     return "\n".join(lines)
+
+
+def numbers(text: str) -> list[float]:
+    """A comma-separated list of numbers, as --minutes, --steps and --eta take them."""
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def main(argv=None) -> int:
@@ -134,17 +148,16 @@ def main(argv=None) -> int:
         return 0
     parser.add_argument("--variant", type=parse_variant, action="extend", required=True, help="a name from VARIANTS, or all")
     marks = parser.add_mutually_exclusive_group(required=True)
-    marks.add_argument("--minutes", help="comma-separated minutes of training at which to measure")
-    marks.add_argument("--steps", help="comma-separated step counts at which to measure")
+    marks.add_argument("--minutes", type=numbers, help="comma-separated minutes of training at which to measure")
+    marks.add_argument("--steps", type=numbers, help="comma-separated step counts at which to measure")
     parser.add_argument("--n", type=int, default=2000, help="digits drawn at each mark")
-    parser.add_argument("--eta", default="0", help="comma-separated DDIM noise levels to sample with at each mark: 0 deterministic, 1 stochastic")
+    parser.add_argument("--eta", type=numbers, default=[0.0], help="comma-separated DDIM noise levels to sample with at each mark: 0 deterministic, 1 stochastic")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--out", required=True, help="CSV file; rows are appended")
     args = parser.parse_args(argv)
     by = "minutes" if args.minutes else "steps"
-    points = sorted(float(m) for m in (args.minutes or args.steps).split(","))
-    etas = tuple(float(eta) for eta in args.eta.split(","))
+    points = sorted(args.minutes or args.steps)
     base = TrainConfig(device=args.device, amp=args.amp)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +173,7 @@ def main(argv=None) -> int:
             writer.writeheader()
         for name in args.variant:
             start = time.perf_counter()
-            for row in measure(name, variant_config(name, base), points, by, args.n, etas):
+            for row in measure(name, variant_config(name, base), points, by, args.n, tuple(args.eta)):
                 writer.writerow(row)
                 f.flush()
                 print(f"{name:>18}  {row['mark']:>12}  {row['steps']:>6} steps  eta {row['eta']:g}  {row['confident']:.1%} confident  "
