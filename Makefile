@@ -39,7 +39,7 @@ run: data
 # torch processes on the same cores spin-wait for each other (README, Benchmarks).
 test: data
 	bash tests/install_browser.sh $(VENV)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile notebooks tests --nbval -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile notebooks tests --nbval -p no:cacheprovider --durations=15
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks

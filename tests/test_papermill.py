@@ -21,8 +21,10 @@ def run_training(tmp_path, **parameters):
 @pytest.mark.notebook
 def test_retrain_headless(tmp_path):
     out_dir = tmp_path / "run"
-    # n_evaluate at its minimum and a two-step ablation: the notebook's own measurements are not what this test is about.
-    run_training(tmp_path, epochs=1, train_subset=2048, batch_size=32, out_dir=str(out_dir), n_evaluate=200, ablation_steps=2)
+    # A narrow network, n_evaluate at its minimum and a two-step ablation: the notebook's own measurements are not
+    # what this test is about (and the narrow network checks that channels reaches every cell that builds one).
+    run_training(tmp_path, epochs=1, train_subset=2048, batch_size=32, channels=[8, 16, 16], out_dir=str(out_dir), n_evaluate=200,
+                 ablation_steps=2)
     assert (out_dir / "checkpoint.pt").exists() and (out_dir / "epoch_001.png").exists()
     with open(out_dir / "loss_history.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]

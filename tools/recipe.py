@@ -85,6 +85,10 @@ VARIANTS = {
         "_cosine_lr_ema_warmup_3": {"lr_schedule": "cosine", "ema_warmup": 3},
         "_cosine_lr_ema_warmup_25": {"lr_schedule": "cosine", "ema_warmup": 25},
         "_no_attention": {"model": {"attention": False}},
+        "_cosine_lr_cosine_schedule": {"lr_schedule": "cosine", "schedule": "cosine"},
+        # Smaller steps again: the same 3 epochs at batch 32 are 1,125 steps (--steps 1125).
+        "_cosine_lr_batch_32": {"lr_schedule": "cosine", "batch_size": 32},
+        "_cosine_lr_batch_32_lr_3e-3": {"lr_schedule": "cosine", "batch_size": 32, "lr": 3e-3},
     }.items()},
 }
 COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes", "eta")
