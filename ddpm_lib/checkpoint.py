@@ -16,6 +16,7 @@ a traceback or a request for terabytes.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -102,6 +103,11 @@ def save_weights(state_dict: dict, path: Path, config: dict) -> None:
 
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+    # safetensors makes its files private (0600) whatever the umask; give this one the mode any new file
+    # gets, as checkpoint.pt has, so that weights in a shared folder can be read by whoever may read the rest.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:
