@@ -89,11 +89,10 @@ def test_the_recipe_table_keeps_each_samplers_row(tmp_path):
     assert "| v | 14 / 40% |" in table and "| v, eta 1 | 12 / 50% |" in table and "| w | 20 / 30% |" in table
 
 
-@pytest.mark.parametrize("flag", ["--steps", "--eta"])
-def test_the_recipe_tool_names_a_list_that_is_not_numbers(flag, capsys):
+@pytest.mark.parametrize("arguments", [["--steps", "10,x"], ["--steps", "10", "--eta", "one"]], ids=["steps", "eta"])
+def test_the_recipe_tool_names_a_list_that_is_not_numbers(arguments, capsys):
     from tools.recipe import main
 
-    arguments = {"--steps": ["--steps", "10,x"], "--eta": ["--steps", "10", "--eta", "one"]}[flag]
     with pytest.raises(SystemExit):
         main(["--variant", "baseline", *arguments, "--out", "unused.csv"])
     assert "expected comma-separated numbers" in capsys.readouterr().err
