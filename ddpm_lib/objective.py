@@ -106,17 +106,15 @@ class NoiseFromVelocity(nn.Module):
         self.network = network
         self.schedule = schedule
 
-    @property
-    def config(self):
-        return self.network.config
-
-    @property
-    def conditional(self) -> bool:
-        return self.network.conditional
-
-    @property
-    def null_label(self) -> int:
-        return self.network.null_label
+    def __getattr__(self, name: str):
+        """Anything else (``config``, ``conditional``, ``label_emb``, ...) is the wrapped network's: the wrapper
+        changes what the network's output means, not what the network is."""
+        try:
+            return super().__getattr__(name)  # the wrapper's own submodules: ``network``
+        except AttributeError:
+            if name == "network":  # not set yet (while copying or unpickling): no network to ask
+                raise
+            return getattr(self.network, name)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         v = self.network(x_t, t, labels).float()

@@ -1,5 +1,6 @@
 """The training objective and the pieces of the graphed step, against independent references."""
 
+import copy
 import math
 
 import pytest
@@ -53,6 +54,17 @@ def test_a_perfect_v_network_is_a_perfect_noise_predictor():
 
     wrapped = NoiseFromVelocity(Oracle(), schedule)
     torch.testing.assert_close(wrapped(schedule.q_sample(x0, t, noise), t), noise, atol=1e-4, rtol=1e-4)
+
+
+def test_the_noise_predictor_of_a_v_network_shows_that_network():
+    network = SimpleUNet(UNetConfig(channels=(8, 16, 16), attention=False, num_classes=10))
+    wrapped = NoiseFromVelocity(network, NoiseSchedule("cosine", 1000))
+    assert wrapped.label_emb is network.label_emb and wrapped.config is network.config  # what notebook 4 inspects
+    assert wrapped.conditional and wrapped.null_label == 10
+    assert list(wrapped.parameters()) == list(network.parameters())
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        wrapped.no_such_thing
+    assert copy.deepcopy(wrapped).label_emb is not network.label_emb  # copies, as the EMA does, without recursing
 
 
 def test_uniform_eps_loss_is_plain_mse():
