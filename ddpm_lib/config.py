@@ -24,6 +24,11 @@ SAMPLING_BATCH = 500  # digits drawn at once, bounding memory whatever n; batch 
 DEFAULT_GUIDANCE = 2.0  # w for conditional sampling: the smallest that made every digit >= 98% recognisable (MODEL_CARD_conditional.md)
 
 
+# What a saved config without these keys was trained with: versions that recorded no prediction target
+# predicted eps, and their schedule was linear (today's defaults are v and cosine: RECIPE.md).
+UNRECORDED_MEANS = {"prediction": "eps", "schedule": "linear"}
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 3
@@ -34,9 +39,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # largest gradient norm; guards the first steps, where the loss is far from its minimum
     ema_decay: float = 0.999  # the sampled weights average the last ~1 / (1 - decay) steps
     ema_warmup: int = 10  # the decay starts at 1 / ema_warmup and ramps up: d_k = min(decay, (1 + k) / (ema_warmup + k))
-    schedule: str = "linear"
+    schedule: str = "cosine"  # noise schedule: "cosine" (Nichol & Dhariwal) or "linear" (Ho et al.); see schedule.py and RECIPE.md
     timesteps: int = 1000
-    prediction: str = "eps"  # the network's target: "eps" (Ho et al.) or "v" (Salimans & Ho); see objective.py
+    prediction: str = "v"  # the network's target: "v" (Salimans & Ho) or "eps" (Ho et al.); see objective.py and RECIPE.md
     loss_weighting: str = "min_snr"  # "min_snr" (Hang et al. 2023) or "uniform" (L_simple); see objective.py
     min_snr_gamma: float = 5.0
     model: UNetConfig = field(default_factory=UNetConfig)
@@ -89,9 +94,11 @@ class TrainConfig:
 
     @classmethod
     def from_saved(cls, saved: dict) -> "TrainConfig":
-        """A config stored by an older or newer version: unknown keys are dropped, missing ones take defaults."""
+        """A config stored by an older or newer version: unknown keys are dropped, missing ones take defaults,
+        except the settings that say what the weights mean: a file that does not record them was written when
+        they could only be Ho et al.'s (``UNRECORDED_MEANS``), whatever today's default is."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})
+        return cls(**{**UNRECORDED_MEANS, **{k: v for k, v in saved.items() if k in known}})
 
 
 def _is_int(value) -> bool:

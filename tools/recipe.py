@@ -3,8 +3,8 @@
     python tools/recipe.py --variant baseline --variant ema_0.99 --minutes 2,5,10,20 --out recipe_cpu.csv
     python tools/recipe.py --variant all --steps 250,500,1000,2000,3000 --out recipe_steps.csv
 
-Each variant is the default TrainConfig with a few fields changed (VARIANTS
-below). It trains once, and at each mark (minutes of optimisation on this
+Each variant is the TrainConfig of MEASURED_BASE with a few fields changed
+(VARIANTS below). It trains once, and at each mark (minutes of optimisation on this
 machine, or a step count) draws N digits with DDIM-50 from the EMA weights
 and scores them with the shipped classifier: confident fraction and
 classifier-FID against the MNIST test set, with the floor of real digits at
@@ -26,7 +26,10 @@ from ddpm_lib.config import TrainConfig
 from ddpm_lib.device import resolve_device
 from ddpm_lib.evaluation import reference_and_floor
 
-# name -> the fields that differ from the default TrainConfig ("model" fields go in a nested dict).
+# The library default when these variants were measured (until 2026-11-28, when the v target and the cosine
+# schedule became the default): every variant is this plus its own changes, so old rows stay reproducible.
+MEASURED_BASE = {"prediction": "eps", "schedule": "linear"}
+# name -> the fields that differ from MEASURED_BASE ("model" fields go in a nested dict).
 # The single changes are measured against the recipe before min-SNR became the default (L_simple).
 OLD_DEFAULT = {"loss_weighting": "uniform"}
 NOTEBOOK_02 = {"loss_weighting": "min_snr", "lr": 4e-3}  # notebook 02's CPU defaults before v and batch 64, on all 60,000 digits
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     by = "minutes" if args.minutes else "steps"
     points = sorted(args.minutes or args.steps)
-    base = TrainConfig(device=args.device, amp=args.amp)
+    base = TrainConfig(device=args.device, amp=args.amp, **MEASURED_BASE)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     new_file = not out.exists()
