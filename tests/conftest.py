@@ -2,10 +2,13 @@
 line run in this process; and the rule that notebook and browser tests count as slow."""
 
 import subprocess
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
+from ddpm_lib.checkpoint import save_weights
 from ddpm_lib.cli import main
 from ddpm_lib.config import TrainConfig
 from ddpm_lib.schedule import NoiseSchedule
@@ -20,6 +23,13 @@ def model() -> SimpleUNet:
     """An untrained tiny network, the same in every module that samples with it."""
     torch.manual_seed(0)
     return SimpleUNet(TINY_MODEL).eval()
+
+
+def write_tiny_weights(path: Path) -> Path:
+    """The ``model`` fixture's untrained network as a weights file, with the default config's schedule (T = 1000)."""
+    torch.manual_seed(0)
+    save_weights(SimpleUNet(TINY_MODEL).state_dict(), path, asdict(TrainConfig(model=TINY_MODEL)))
+    return path
 
 
 @pytest.fixture(scope="module")

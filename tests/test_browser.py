@@ -38,11 +38,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 from browser_support import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -54,11 +53,7 @@ from browser_support import (
     copy_notebook_for_lab,
     write_widget_demo_notebook,
 )
-from conftest import TINY_MODEL
-
-from ddpm_lib.checkpoint import save_weights
-from ddpm_lib.config import TrainConfig
-from ddpm_lib.unet import SimpleUNet
+from conftest import write_tiny_weights
 
 pytestmark = pytest.mark.browser
 
@@ -151,13 +146,6 @@ def screenshot_folder(name: str, capsys) -> Path:
     return folder
 
 
-def write_small_untrained_model(path: Path) -> Path:
-    """A weights file of an untrained TINY_MODEL (widths 8-16-16, no attention), with the default schedule (T = 1000)."""
-    config = TrainConfig(model=TINY_MODEL)
-    torch.manual_seed(0)
-    save_weights(SimpleUNet(config.model).state_dict(), path, asdict(config))
-    return path
-
 
 def check_widgets_redraw(notebook: LabNotebook, contract: WidgetContract, screenshots: Path) -> None:
     """Run all cells, then slider and dropdown must each change the picture; screenshots throughout."""
@@ -216,7 +204,7 @@ def check_widgets_redraw(notebook: LabNotebook, contract: WidgetContract, screen
 def test_notebook_widgets_redraw_in_browser(contract, jupyter_lab, browser_page, capsys):
     parameters = dict(contract.parameters or {})
     if contract.small_untrained_model:
-        parameters["checkpoint"] = str(write_small_untrained_model(jupyter_lab.root_dir / "small.safetensors"))
+        parameters["checkpoint"] = str(write_tiny_weights(jupyter_lab.root_dir / "small.safetensors"))
     notebook_copy = copy_notebook_for_lab(contract.notebook, jupyter_lab.root_dir, parameters)
     notebook = LabNotebook(browser_page, jupyter_lab, notebook_copy.name)
     check_widgets_redraw(notebook, contract, screenshot_folder(contract.notebook.stem, capsys))

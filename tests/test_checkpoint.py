@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import pytest
 
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, write_tiny_weights
 from ddpm_lib.checkpoint import load_weights, read_weights, save_weights
 from ddpm_lib.config import TrainConfig
 
@@ -14,12 +14,10 @@ def test_weights_files_get_the_mode_of_any_new_file(tmp_path, model):
     # safetensors alone writes 0600; a run folder's ema.safetensors should be as readable as its checkpoint.pt.
     ordinary = tmp_path / "ordinary"
     ordinary.write_bytes(b"")
-    weights = tmp_path / "ema.safetensors"
-    state = model.state_dict()  # conftest's untrained TINY_MODEL
-    save_weights(state, weights, asdict(TrainConfig(model=TINY_MODEL)))
+    weights = write_tiny_weights(tmp_path / "ema.safetensors")  # through save_weights
     assert stat.S_IMODE(weights.stat().st_mode) == stat.S_IMODE(ordinary.stat().st_mode)
     loaded, _ = read_weights(weights)
-    assert loaded.keys() == state.keys()
+    assert loaded.keys() == model.state_dict().keys()
 
 
 def test_weights_that_record_no_target_or_schedule_are_read_as_ho_et_al_trained_them(tmp_path, model):

@@ -12,17 +12,13 @@ import shutil
 import subprocess
 import sys
 
-from dataclasses import asdict
-
 import numpy as np
 import pytest
-from conftest import TINY_MODEL
+from conftest import write_tiny_weights
 
 from ddpm_lib import cli as cli_module
 from ddpm_lib import evaluation, sampling, trainer
-from ddpm_lib.checkpoint import save_weights
 from ddpm_lib.cli import COMMANDS, RELIABLE_FID_DIGITS, build_parser, main
-from ddpm_lib.config import TrainConfig
 
 TINY = ["--subset", "256", "--batch-size", "64", "--channels", "8,16,16", "--quiet"]  # the flags of conftest's TINY_MODEL
 
@@ -35,11 +31,8 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, model):
-    """conftest's untrained tiny network as a weights file, with the default config's T = 1000 timesteps."""
-    path = tmp_path_factory.mktemp("cli") / "tiny.safetensors"
-    save_weights(model.state_dict(), path, asdict(TrainConfig(model=TINY_MODEL)))
-    return path
+def weights(tmp_path_factory):
+    return write_tiny_weights(tmp_path_factory.mktemp("cli") / "tiny.safetensors")
 
 
 # ------------------------------------------------------------------ train
