@@ -2,17 +2,18 @@
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 
 from ddpm_lib.config import TrainConfig
 from ddpm_lib.objective import NoiseFromVelocity, Objective, diffusion_loss
 from ddpm_lib.schedule import NoiseSchedule
 from ddpm_lib.trainer import EMA, Trainer, _restore_in_place, _snapshot
-from ddpm_lib.unet import SimpleUNet, UNetConfig
+from ddpm_lib.unet import SimpleUNet
 
-TINY = UNetConfig(channels=(8, 16, 16), attention=False)
 
 
 def test_min_snr_weight_matches_its_definition_at_every_t():
@@ -57,7 +58,7 @@ def test_a_perfect_v_network_is_a_perfect_noise_predictor():
 
 
 def test_the_noise_predictor_of_a_v_network_shows_that_network():
-    network = SimpleUNet(UNetConfig(channels=(8, 16, 16), attention=False, num_classes=10))
+    network = SimpleUNet(replace(TINY_MODEL, num_classes=10))
     wrapped = NoiseFromVelocity(network, NoiseSchedule("cosine", 1000))
     assert wrapped.label_emb is network.label_emb and wrapped.config is network.config  # what notebook 4 inspects
     assert wrapped.conditional and wrapped.null_label == 10
@@ -68,7 +69,7 @@ def test_the_noise_predictor_of_a_v_network_shows_that_network():
 
 
 def test_uniform_eps_loss_is_plain_mse():
-    schedule, model = NoiseSchedule(), SimpleUNet(TINY)
+    schedule, model = NoiseSchedule(), SimpleUNet(TINY_MODEL)
     torch.nn.init.normal_(model.conv_out.weight, std=0.1)
     x0, noise, t = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28), torch.tensor([1, 50, 500, 999])
     expected = torch.nn.functional.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
@@ -78,14 +79,14 @@ def test_uniform_eps_loss_is_plain_mse():
 def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
     images = torch.zeros(640, 1, 28, 28)
     trainer = Trainer(TrainConfig(out_dir=None, epochs=10, batch_size=64, lr=1e-3, warmup_steps=10, lr_schedule="cosine",
-                                  model=TINY, device="cpu"), progress=False, images=images, labels=torch.zeros(640, dtype=torch.long))
+                                  model=TINY_MODEL, device="cpu"), progress=False, images=images, labels=torch.zeros(640, dtype=torch.long))
     assert trainer.total_steps == 100
     assert trainer.learning_rate(0) == pytest.approx(1e-4) and trainer.learning_rate(9) == pytest.approx(1e-3)
     assert trainer.learning_rate(55) == pytest.approx(0.5e-3) and trainer.learning_rate(100) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_ema_update_takes_a_tensor_weight_as_a_cuda_graph_needs():
-    model = SimpleUNet(TINY)
+    model = SimpleUNet(TINY_MODEL)
     by_float, by_tensor = EMA(model, 0.9, 10), EMA(model, 0.9, 10)
     with torch.no_grad():
         for p in model.parameters():
@@ -102,7 +103,7 @@ def test_warm_up_updates_are_undone_in_place():
     # continues exactly as one that never warmed up, with every tensor still at its old address.
     generator = torch.Generator().manual_seed(0)
     images, labels = torch.rand(512, 1, 28, 28, generator=generator) * 2 - 1, torch.zeros(512, dtype=torch.long)
-    config = TrainConfig(out_dir=None, epochs=5, batch_size=64, model=TINY, device="cpu", warmup_steps=5)
+    config = TrainConfig(out_dir=None, epochs=5, batch_size=64, model=TINY_MODEL, device="cpu", warmup_steps=5)
     plain = Trainer(config, progress=False, images=images, labels=labels)
     plain.train_steps(2)
     warmed = Trainer(config, progress=False, images=images, labels=labels)
