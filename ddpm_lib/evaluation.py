@@ -113,18 +113,22 @@ def guidance_and_steps_curves(model, schedule, n: int, guidance_weights, ddim_st
     "guidance": DDIM with ``steps_for_guidance`` steps at each weight in ``guidance_weights``.
     "steps": DDIM at each step count in ``ddim_steps`` (and DDPM, all T steps) at
     ``guidance_for_steps``; None takes the weight with the lowest classifier-FID on the first curve.
+    A point on both curves (same sampler, steps and w) is drawn once: the same seed would draw the same digits.
     """
     classifier, reference, floor = reference_and_floor(n)
-    rows = []
+    rows, drawn = [], {}
 
     def add(curve, sampler, steps, w):
-        evaluation, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, 0.0, batch_size, w)
-        accs = evaluation.requested_accuracy
-        rows.append({
-            "curve": curve, "sampler": sampler, "steps": get_sampler(sampler).steps_visited(steps, schedule.timesteps), "guidance": w,
-            "n": n, "fid": evaluation.fid, "floor_fid": floor.fid, "confident": evaluation.confident,
-            "worst_digit_accuracy": min(accs), "mean_digit_accuracy": sum(accs) / len(accs), "seconds": seconds,
-        })  # fmt: skip
+        visited = get_sampler(sampler).steps_visited(steps, schedule.timesteps)
+        if (sampler, visited, w) not in drawn:
+            evaluation, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, 0.0, batch_size, w)
+            accs = evaluation.requested_accuracy
+            drawn[sampler, visited, w] = {
+                "sampler": sampler, "steps": visited, "guidance": w, "n": n, "fid": evaluation.fid, "floor_fid": floor.fid,
+                "confident": evaluation.confident, "worst_digit_accuracy": min(accs), "mean_digit_accuracy": sum(accs) / len(accs),
+                "seconds": seconds,
+            }  # fmt: skip
+        rows.append({"curve": curve, **drawn[sampler, visited, w]})
         if log:
             log(rows[-1])
 

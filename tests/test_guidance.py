@@ -545,3 +545,24 @@ def test_cli_sweep_writes_both_curves(conditional_run, tmp_path, cli):
     best = min(rows[:2], key=lambda r: r["fid"])["guidance"]
     assert [(r["curve"], r["steps"], r["guidance"]) for r in rows[2:]] == [("steps", 1, best), ("steps", 3, best)]
     assert all(r["n"] == 20 and 0 <= r["worst_digit_accuracy"] <= r["mean_digit_accuracy"] <= 1 for r in rows)
+
+
+def test_a_point_on_both_curves_is_drawn_once(monkeypatch):
+    """Notebook 04's defaults put DDIM-20 at w = 1 on both curves: the same seed would draw the same digits twice."""
+    from ddpm_lib import evaluation
+
+    floor = SimpleNamespace(fid=0.5)
+    monkeypatch.setattr(evaluation, "reference_and_floor", lambda n: (None, None, floor))
+    drawn = []
+
+    def fake_measure(model, schedule, classifier, reference, n, sampler, steps, seed, eta, batch_size, w):
+        drawn.append((sampler, steps, w))
+        scores = SimpleNamespace(fid=float(len(drawn)), confident=0.9, requested_accuracy=[0.8, 1.0])
+        return scores, 1.0
+
+    monkeypatch.setattr(evaluation, "measure", fake_measure)
+    rows = evaluation.guidance_and_steps_curves(None, NoiseSchedule("linear", 1000), 200, [0.0, 1.0], [10, 20], steps_for_guidance=20,
+                                                guidance_for_steps=1.0, include_ddpm=False)  # fmt: skip
+    assert drawn == [("ddim", 20, 0.0), ("ddim", 20, 1.0), ("ddim", 10, 1.0)]
+    assert [(r["curve"], r["steps"], r["guidance"]) for r in rows] == [("guidance", 20, 0.0), ("guidance", 20, 1.0), ("steps", 10, 1.0), ("steps", 20, 1.0)]
+    assert {**rows[1], "curve": "steps"} == rows[3]
