@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from . import REPO_ROOT
+
 # md5 of the uncompressed IDX files, as torchvision and the MNIST site publish them.
 MNIST_MD5 = {
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -42,8 +44,6 @@ _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))  # no quotas
 
 def default_root() -> Path:
     """$DDPM_MNIST_DATA if set, else ``data/`` at the top of this repository, whatever the working folder."""
-    from . import REPO_ROOT
-
     return Path(os.environ.get("DDPM_MNIST_DATA", REPO_ROOT / "data"))
 
 

@@ -6,6 +6,7 @@ classifier and a sampler.
 
 from __future__ import annotations
 
+import csv
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import torch
 
 from .checkpoint import read_weights
 from .config import SAMPLING_BATCH
+from .data import load_mnist
 from .device import autocast, model_device, resolve_precision
 from .metrics import DigitClassifier, Evaluation, classify, evaluate_images, gaussian_stats
 from .pretrained import shipped_path
@@ -28,8 +30,6 @@ def load_classifier() -> DigitClassifier:
 
 def test_set_stats(classifier: DigitClassifier):
     """(mu, cov) of the classifier features of the 10,000 MNIST test digits: the reference."""
-    from .data import load_mnist
-
     images, _ = load_mnist(train=False)
     return gaussian_stats(classify(classifier, images)[0])
 
@@ -43,8 +43,6 @@ def reference_and_floor(n: int):
 
 def real_floor(classifier: DigitClassifier, reference, n: int, seed: int = 0) -> Evaluation:
     """The figures for n real training digits: what a perfect generator would score at this n."""
-    from .data import load_mnist
-
     images, _ = load_mnist(train=True)
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return evaluate_images(classifier, images[pick], reference)
@@ -98,8 +96,6 @@ CURVE_COLUMNS = ("curve", "sampler", "steps", "guidance", "n", "fid", "floor_fid
 
 def read_curves(path) -> list[dict]:
     """Rows written by ``python -m ddpm_lib sweep`` (a CSV), with their numbers as numbers."""
-    import csv
-
     kinds = {"steps": int, "n": int, "curve": str, "sampler": str}
     with open(path, newline="") as f:
         return [{key: kinds.get(key, float)(value) for key, value in row.items()} for row in csv.DictReader(f)]

@@ -44,6 +44,7 @@ from torch import nn
 
 from . import sampling
 from .config import DEFAULT_GUIDANCE
+from .metrics import classify
 from .plots import grid_array, to_uint8
 from .sampling import SAMPLER_REGISTRY, Trajectory, get_sampler
 from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
@@ -468,8 +469,6 @@ class GuidanceExplorer(SamplingExplorer):
     def caption_html(self) -> str:
         caption = f"<b>{self.shown}</b>"
         if self.classifier is not None:
-            from .metrics import classify
-
             asked = self.labels(self.shown.digit)
             hits = [int((classify(self.classifier, images)[1].argmax(1) == asked).sum()) for images in (self.images, self.unguided)]
             caption += f": the classifier reads {hits[0]} of {self.n} as the digit asked for ({hits[1]} at w = 0)"
