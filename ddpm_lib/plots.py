@@ -10,6 +10,10 @@ import torch
 
 from .sampling import SAMPLER_REGISTRY
 from .schedule import NoiseSchedule
+from .unet import ResBlock, SelfAttention
+
+# matplotlib and PIL are imported inside the functions that draw: the trainer and the CLI import this
+# module only to save PNG grids, and start faster without matplotlib.
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -278,7 +282,6 @@ def plot_unet_diagram(model: torch.nn.Module):
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
-    from .unet import ResBlock, SelfAttention
 
     def path_levels(layers, pixels, resize):
         """Group a path's residual blocks by resolution, [(pixels, [ResBlock, ...]), ...], reading its resizing layers."""
