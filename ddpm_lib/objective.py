@@ -44,6 +44,12 @@ class Objective:
         if not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
 
+    def loss_label(self) -> str:
+        """What the training loss measures, for a plot's axis (matplotlib math)."""
+        if self.weighting == "min_snr":  # the same quantity for either target, counted in eps terms (see weight)
+            return rf"$\min(\mathrm{{SNR}}_t, {self.min_snr_gamma:g})\,/\,\mathrm{{SNR}}_t \cdot \|\epsilon - \epsilon_\theta\|^2$"
+        return r"$\|\epsilon - \epsilon_\theta\|^2$" if self.prediction == "eps" else r"$\|v - v_\theta\|^2$"
+
     def target(self, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         if self.prediction == "eps":
             return noise

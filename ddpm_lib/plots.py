@@ -106,8 +106,10 @@ def plot_gaussian_check(x_T: torch.Tensor):
     return fig
 
 
-def plot_loss(losses: Sequence[float], steps_per_epoch: int | None = None, window: int = 50):
-    """Per-step training loss (faint) and its running mean over ``window`` steps, epochs marked."""
+def plot_loss(losses: Sequence[float], measures: str, steps_per_epoch: int | None = None, window: int = 50):
+    """Per-step training loss (faint) and its running mean over ``window`` steps, epochs marked.
+
+    ``measures``: what the loss is, for the axis: the run's ``Objective.loss_label()``."""
     import matplotlib.pyplot as plt
 
     losses = np.asarray(losses, dtype=float)
@@ -120,7 +122,7 @@ def plot_loss(losses: Sequence[float], steps_per_epoch: int | None = None, windo
     if steps_per_epoch:
         for boundary in range(steps_per_epoch, len(losses), steps_per_epoch):
             ax.axvline(boundary, color="gray", lw=0.5, ls=":")
-    ax.set(xlabel="optimisation step", ylabel=r"MSE $\|\epsilon - \epsilon_\theta\|^2$", yscale="log")
+    ax.set(xlabel="optimisation step", ylabel=f"loss: {measures}", yscale="log")
     ax.grid(alpha=0.3)
     ax.legend()
     return fig

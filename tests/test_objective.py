@@ -119,3 +119,10 @@ def test_warm_up_updates_are_undone_in_place():
     for a, b in zip(plain.model.parameters(), warmed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert plain.losses == warmed.losses
+
+
+def test_the_loss_label_names_what_the_trainer_logs():
+    # With min-SNR both targets log the same eps-terms quantity (the test above), so they share one label.
+    assert Objective("eps", "min_snr").loss_label() == Objective("v", "min_snr").loss_label()
+    assert "SNR" in Objective("v", "min_snr").loss_label() and "5" in Objective("v", "min_snr").loss_label()
+    assert "v -" in Objective("v").loss_label() and "SNR" not in Objective("eps").loss_label()
