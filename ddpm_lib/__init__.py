@@ -1,7 +1,7 @@
 """ddpm_lib: denoising diffusion (DDPM) on MNIST, the library behind the notebooks.
 
 schedule   the noise schedule and its closed forms            (no learning)
-unet       SimpleUNet, the noise predictor eps_theta,           (the network)
+unet       SimpleUNet, the denoising network (eps or v out),    (the network)
            optionally told the digit y
 objective  the loss: target (eps or v) and weighting           (what is learned)
 config     TrainConfig, every training setting in one place

@@ -89,7 +89,7 @@ def quality_during_training(config: TrainConfig, marks: list[float], by: str, n:
     (one QualityMark per eta in ``etas``, all from the same starting noise).
 
     ``by`` is "minutes" (of optimisation on this machine) or "steps". By steps, the run is planned to
-    end in the epoch of the last mark (so a cosine learning rate reaches 0 there when the mark ends an
+    end in the epoch of the last mark (so a cosine learning rate has decayed to about 0 there when the mark ends an
     epoch); by minutes its length is unknown in advance, and it is open-ended. It writes no files.
     """
     if by not in ("minutes", "steps"):

@@ -40,7 +40,8 @@ class CheckpointError(RuntimeError):
 
 
 def build_model(config: TrainConfig, device: torch.device) -> SimpleUNet:
-    # channels_last measured faster on CPU (README, Benchmarks) and suits tensor cores.
+    # channels_last: the layout tensor-core convolutions prefer on a GPU; on the 2-core CPU within about 10% of NCHW
+    # either way (tools/memory_format.py, assets/measurements/cpu_memory_format_2026-11-28.md).
     return SimpleUNet(config.model).to(device, memory_format=torch.channels_last)
 
 

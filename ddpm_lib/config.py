@@ -1,9 +1,11 @@
 """TrainConfig: every setting of a training run in one dataclass, checked when it is made.
 
 A checkpoint stores this config, so a run can be resumed, sampled or compared
-with another from its folder alone. The defaults are the recipe that learned
-fastest per CPU minute in this repository's measurements (README, "The
-training recipe"); each field says what it does and why it has its value.
+with another from its folder alone. The defaults train what the shipped weights
+learned (the v target, the cosine noise schedule, min-SNR-5) at a batch size and
+a constant learning rate that suit a run of open length; notebook 02's CPU recipe
+for a fixed three epochs (batch 64, lr 4e-3, cosine decay) measured faster there
+(README, "The training recipe"). Each field says what it does and why it has its value.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class TrainConfig:
     batch_size: int = 128  # digits per optimisation step; every step sees a full batch (the remainder of an epoch is skipped)
     lr: float = 2e-3  # AdamW's peak learning rate
     warmup_steps: int = 100  # linear warm-up from 0: Adam's first moment estimates are noisy
-    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to 0 at the last step
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay towards 0 over the planned steps
     grad_clip: float = 1.0  # largest gradient norm; guards the first steps, where the loss is far from its minimum
     ema_decay: float = 0.999  # the sampled weights average the last ~1 / (1 - decay) steps
     ema_warmup: int = 10  # the decay starts at 1 / ema_warmup and ramps up: d_k = min(decay, (1 + k) / (ema_warmup + k))

@@ -40,7 +40,7 @@ class Objective:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"loss_weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if not self.min_snr_gamma > 0:
             raise ValueError(f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
 
@@ -62,8 +62,8 @@ class Objective:
             return torch.ones(t.shape, device=t.device)
         snr = schedule.snr.to(t.device)[t]
         capped = snr.clamp(max=self.min_snr_gamma)
-        # For a v target, ||v - v_theta||^2 = (SNR + 1) / SNR * ||eps - eps_theta||^2, so the same
-        # weight counted in eps terms reads min(SNR, gamma) / (SNR + 1).
+        # For a v target, ||v - v_theta||^2 = (SNR + 1) / SNR * ||eps - eps_theta||^2, so to weigh by
+        # min(SNR, gamma) / SNR in eps terms the v error is multiplied by min(SNR, gamma) / (SNR + 1).
         return capped / snr if self.prediction == "eps" else capped / (snr + 1)
 
 

@@ -183,7 +183,7 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
     one asked for (worst digit solid, mean dashed) and classifier-FID. Bottom:
     against the number of steps, classifier-FID (a sampler that always takes
     all T steps, DDPM, as a dashed level) and the wall time to draw 1,000
-    digits (w other than 0 and 1 costs two network calls per step). Each set
+    digits (w other than 0 and 1 doubles the network's work per step: one call on a doubled batch). Each set
     of rows gets one colour; its real-digit floor is the dotted level in the
     FID panels.
     """
@@ -324,7 +324,7 @@ def plot_unet_diagram(model: torch.nn.Module):
 
     x_down, x_up, x_mid = 1.0, 7.0, 4.0
     box(x_down, 3.1, f"x_t, 1×28×28\n→ conv_in → {model.conv_in.out_channels} ch", "0.93")
-    box(x_up, 3.1, "→ conv_out →\nε̂, 1×28×28", "0.93")
+    box(x_up, 3.1, "→ conv_out →\nε̂ or v̂, 1×28×28", "0.93")
     arrow((x_down, 2.77), (x_down, 2.35))
     arrow((x_up, 2.35), (x_up, 2.77))
     for pixels, blocks in down:

@@ -1,7 +1,8 @@
 """The weights this repository ships in ``assets/``, verified by sha256 before use.
 
-``assets/manifest.json`` lists each shipped file with its hash and the config
-it was trained with; the model cards beside it say how it was trained.
+``assets/manifest.json`` lists each shipped file with its sha256; the config it
+was trained with is in the file's safetensors metadata, and the model cards beside
+it say how it was trained.
 
 In a clone (and an editable install) they are read from the repository's
 ``assets/``; a wheel (``pip install .`` or ``pip install git+URL``) carries the

@@ -371,7 +371,7 @@ def config_differences(
     items are equal. ``may_change`` are the settings one changes on purpose
     when resuming (that ``epochs`` only grows is for the caller to check);
     ``ignore`` those of the machine or of where files live. Both take dotted
-    names too (``"model.dropout"``). A key on one side only is a difference.
+    names too (``"model.attention"``). A key on one side only is a difference.
     """
     skip = set(may_change) | set(ignore)
     differences: list[str] = []

@@ -1,4 +1,4 @@
-"""Training a noise predictor: Algorithm 1 of Ho et al. (2020), and the engineering around it.
+"""Training the denoising network: Algorithm 1 of Ho et al. (2020), and the engineering around it.
 
 One step: pick digits x_0, a timestep t ~ U{1..T} and noise eps ~ N(0, I); form
 x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps; regress the network's
@@ -129,7 +129,7 @@ class Trainer:
     # ----- the step -------------------------------------------------------------------------------
 
     def learning_rate(self, step: int) -> float:
-        """Linear warm-up to ``lr``, then constant or a cosine decay to 0 at the last planned step."""
+        """Linear warm-up to ``lr``, then constant or a cosine decay that would reach 0 one step after the last planned one."""
         c = self.config
         if step < c.warmup_steps:
             return c.lr * (step + 1) / c.warmup_steps

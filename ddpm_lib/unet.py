@@ -1,4 +1,4 @@
-"""SimpleUNet: the noise-prediction network eps_theta(x_t, t[, y]) for 28x28 digits.
+"""SimpleUNet: the denoising network for 28x28 digits, eps_theta(x_t, t[, y]) or v_theta(x_t, t[, y]).
 
 A small U-Net in the style of Ho et al. (2020): residual blocks (GroupNorm,
 SiLU, 3x3 conv) that each receive the timestep embedding, a 28 -> 14 -> 7
@@ -171,7 +171,7 @@ class SimpleUNet(nn.Module):
         return self.config.num_classes
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted noise. ``labels``: digits 0..9, or ``null_label``; None means "no label" for all."""
+        """The prediction (noise or v, as the run's objective trained it). ``labels``: digits 0..9, or ``null_label``; None means "no label" for all."""
         if x.shape[-2:] != (28, 28):
             raise ValueError(f"SimpleUNet expects 28x28 images, got {tuple(x.shape[-2:])}")
         emb = self.time_mlp(timestep_embedding(t if self.config.time_input else torch.zeros_like(t), self.config.channels[0]))

@@ -245,8 +245,8 @@ class SamplingExplorer(PanelExplorer):
     """A ``PanelExplorer`` over sampling runs, behind the ``SamplerControls`` and a Sample button.
 
     The controls take effect when **Sample** is pressed, not at once: a run is
-    slow (DDPM makes T network calls, about a minute for 16 digits on one CPU
-    core), and a reader may want to change more than one of them first. Until
+    slow (DDPM makes T network calls, one to two minutes for 16 digits on a
+    CPU), and a reader may want to change more than one of them first. Until
     then the caption says that the picture and the controls disagree. If a run
     fails, the caption says why and the picture stays; a callback that raised
     or printed would land in the cell's stored output instead.
