@@ -183,9 +183,9 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
     one asked for (worst digit solid, mean dashed) and classifier-FID. Bottom:
     against the number of steps, classifier-FID (a sampler that always takes
     all T steps, DDPM, as a dashed level) and the wall time to draw 1,000
-    digits (w other than 0 and 1 doubles the network's work per step: one call on a doubled batch). Each set
-    of rows gets one colour; its real-digit floor is the dotted level in the
-    FID panels.
+    digits (w other than 0 and 1 doubles the network's work per step: one
+    call on a doubled batch). Each set of rows gets one colour; its real-digit
+    floor is the dotted level in the FID panels.
     """
     import matplotlib.pyplot as plt
 
@@ -283,7 +283,6 @@ def plot_unet_diagram(model: torch.nn.Module):
     every residual block that receives the timestep embedding (marked t)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
-
 
     def path_levels(layers, pixels, resize):
         """Group a path's residual blocks by resolution, [(pixels, [ResBlock, ...]), ...], reading its resizing layers."""

@@ -146,7 +146,6 @@ def screenshot_folder(name: str, capsys) -> Path:
     return folder
 
 
-
 def check_widgets_redraw(notebook: LabNotebook, contract: WidgetContract, screenshots: Path) -> None:
     """Run all cells, then slider and dropdown must each change the picture; screenshots throughout."""
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 import ddpm_lib.trainer as trainer_module
+from ddpm_lib import evaluation
 from ddpm_lib.data import load_mnist
 from ddpm_lib.metrics import DigitClassifier, evaluate_images, gaussian_stats
 from ddpm_lib.plots import to_uint8
@@ -538,9 +539,7 @@ def test_cli_sweep_writes_both_curves(conditional_run, tmp_path, cli):
     result = cli("sweep", "--checkpoint", str(conditional_run.ckpt), "--n", "20", "--guidance", "0,2", "--guidance-steps", "2",
                  "--steps", "1,3", "--no-ddpm", "--device", "cpu", "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    from ddpm_lib.evaluation import read_curves
-
-    rows = read_curves(out)
+    rows = evaluation.read_curves(out)
     assert [(r["curve"], r["sampler"], r["steps"], r["guidance"]) for r in rows[:2]] == [("guidance", "ddim", 2, 0.0), ("guidance", "ddim", 2, 2.0)]
     best = min(rows[:2], key=lambda r: r["fid"])["guidance"]
     assert [(r["curve"], r["steps"], r["guidance"]) for r in rows[2:]] == [("steps", 1, best), ("steps", 3, best)]
@@ -549,8 +548,6 @@ def test_cli_sweep_writes_both_curves(conditional_run, tmp_path, cli):
 
 def test_a_point_on_both_curves_is_drawn_once(monkeypatch):
     """Notebook 04's defaults put DDIM-20 at w = 1 on both curves: the same seed would draw the same digits twice."""
-    from ddpm_lib import evaluation
-
     floor = SimpleNamespace(fid=0.5)
     monkeypatch.setattr(evaluation, "reference_and_floor", lambda n: (None, None, floor))
     drawn = []

@@ -15,7 +15,6 @@ from ddpm_lib.trainer import EMA, Trainer, _restore_in_place, _snapshot
 from ddpm_lib.unet import SimpleUNet
 
 
-
 def test_min_snr_weight_matches_its_definition_at_every_t():
     schedule = NoiseSchedule("linear", 1000)
     t = torch.arange(1000)
@@ -122,7 +121,8 @@ def test_warm_up_updates_are_undone_in_place():
 
 
 def test_the_loss_label_names_what_the_trainer_logs():
-    # With min-SNR both targets log the same eps-terms quantity (the test above), so they share one label.
+    # With min-SNR both targets log the same eps-terms quantity (test_v_weight_counts_the_same_eps_error_as_the_eps_weight),
+    # so they share one label.
     assert Objective("eps", "min_snr").loss_label() == Objective("v", "min_snr").loss_label()
     assert "SNR" in Objective("v", "min_snr").loss_label() and "5" in Objective("v", "min_snr").loss_label()
     assert "v -" in Objective("v").loss_label() and "SNR" not in Objective("eps").loss_label()
