@@ -378,6 +378,16 @@ def test_an_unknown_mistake_gets_a_generic_hint_naming_the_failing_t():
     assert result.message.startswith("✗ q_sample differs from ddpm_lib at t = 999, mixed t (largest difference 0.5, at t = 999). Hint: ")
 
 
+def test_a_near_tie_names_the_first_case_whatever_the_rounding():
+    # The mixed batch misses by a hair more than t = 999 (as rounding did on one CPU and not another): both
+    # show as 0.5, so the first case shown, t = 999, is named on every machine.
+    def wrong_at_the_end(x0, t, noise, schedule):
+        extra = 0.5 + (1e-6 if len(set(t.tolist())) > 1 else 0.0)
+        return q_sample(x0, t, noise, schedule) + (t == 999).view(-1, 1, 1, 1) * extra
+
+    assert "(largest difference 0.5, at t = 999)" in check("q_sample", wrong_at_the_end).message
+
+
 def test_a_wrong_shape_is_reported():
     result = check("q_sample", lambda x0, t, noise, s: q_sample(x0, t, noise, s)[:, 0])
     assert result.message == "✗ q_sample returned shape (4, 28, 28) at t = 0, expected (4, 1, 28, 28)."
