@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine:
 #   make run    create .venv, install, fetch MNIST, run the notebooks in order into runs/ (and as HTML)
-#   make test   the same set-up, then the unit tests, the browser test and pytest --nbval
+#   make test   the same set-up, then ruff (lint and format check), the unit tests, the browser test and pytest --nbval
 # Every target is idempotent: a second call skips what is already done.
 
 PYTHON ?= python3
@@ -14,7 +14,7 @@ RUNS   := runs
 # instead of the shipped weights.
 FROM_02 ?=
 
-.PHONY: run test lab data venv clean-runs
+.PHONY: run test lint lab data venv clean-runs
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -37,9 +37,14 @@ run: data
 # and so a notebook, stays on one worker); the notebooks, the longest files, are handed out first so
 # that no worker starts one near the end. One torch thread per worker: several multi-threaded
 # torch processes on the same cores spin-wait for each other (README, Benchmarks).
-test: data
+test: data lint
 	bash tests/install_browser.sh $(VENV)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile notebooks tests --nbval -p no:cacheprovider --durations=15
+
+# ruff's settings are in pyproject.toml; `ruff format .` and `ruff check --fix .` mend most of what this reports.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 lab: data
 	$(VENV)/bin/jupyter lab notebooks

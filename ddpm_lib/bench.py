@@ -83,8 +83,16 @@ class QualityMark:
     scores: Evaluation
 
 
-def quality_during_training(config: TrainConfig, marks: list[float], by: str, n: int, classifier: DigitClassifier, reference,
-                            seed: int = 1, etas: tuple[float, ...] = (0.0,)) -> Iterator[QualityMark]:
+def quality_during_training(
+    config: TrainConfig,
+    marks: list[float],
+    by: str,
+    n: int,
+    classifier: DigitClassifier,
+    reference,
+    seed: int = 1,
+    etas: tuple[float, ...] = (0.0,),
+) -> Iterator[QualityMark]:
     """Train ``config``'s recipe once and, at each mark, score n DDIM-50 samples of its EMA weights
     (one QualityMark per eta in ``etas``, all from the same starting noise).
 
@@ -112,8 +120,9 @@ def quality_during_training(config: TrainConfig, marks: list[float], by: str, n:
             yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, eta, scores)
 
 
-def minutes_to_quality(config: TrainConfig, target: float = 0.9, max_minutes: float = 20, every_minutes: float = 5,
-                       n_eval: int = 1000) -> tuple[float | None, list[str]]:
+def minutes_to_quality(
+    config: TrainConfig, target: float = 0.9, max_minutes: float = 20, every_minutes: float = 5, n_eval: int = 1000
+) -> tuple[float | None, list[str]]:
     """Minutes of training until ``target`` of n_eval samples are confidently classified (None if not within
     ``max_minutes``), checked every ``every_minutes``; and a line per check."""
     classifier = load_classifier()
@@ -122,7 +131,9 @@ def minutes_to_quality(config: TrainConfig, target: float = 0.9, max_minutes: fl
     log = []
     for point in quality_during_training(config, marks, "minutes", n_eval, classifier, unused_reference):
         minutes = point.train_seconds / 60
-        log.append(f"{minutes:.1f} min of training, {point.steps} steps ({point.epochs:.1f} epochs): {point.scores.confident:.1%} confident")
+        log.append(
+            f"{minutes:.1f} min of training, {point.steps} steps ({point.epochs:.1f} epochs): {point.scores.confident:.1%} confident"
+        )
         if point.scores.confident >= target:
             return minutes, log
     return None, log
@@ -138,11 +149,17 @@ def training_rows(device: torch.device) -> list[tuple[str, TrainConfig]]:
     amp = resolve_precision("auto", device)
     rows = []
     for precision in ("fp32", *sorted({amp, "fp16"})):
-        label = f"{precision} autocast + GradScaler" if precision == "fp16" else precision if precision == "fp32" else f"{precision} autocast"
+        label = (
+            f"{precision} autocast + GradScaler" if precision == "fp16" else precision if precision == "fp32" else f"{precision} autocast"
+        )
         for batch in GPU_BATCHES:
             for graphs in (False, True):
-                rows.append((f"training, {label}, batch {batch}, {'CUDA graph' if graphs else 'plain step'}",
-                             replace(base, amp=precision, batch_size=batch, cuda_graphs=graphs)))
+                rows.append(
+                    (
+                        f"training, {label}, batch {batch}, {'CUDA graph' if graphs else 'plain step'}",
+                        replace(base, amp=precision, batch_size=batch, cuda_graphs=graphs),
+                    )
+                )
     return rows
 
 
@@ -151,7 +168,11 @@ def run_bench(device_name: str = "auto", quality: bool = False, quality_minutes:
     amp = resolve_precision("auto", device)
     default = TrainConfig()
     params = count_parameters(SimpleUNet(default.model))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
     rows = []
     for label, config in training_rows(device):
         rate, graphed = train_throughput(config, seconds)
@@ -164,7 +185,9 @@ def run_bench(device_name: str = "auto", quality: bool = False, quality_minutes:
     notes = []
     if quality:
         minutes, notes = minutes_to_quality(replace(default, device=device_name), max_minutes=quality_minutes)
-        rows.append(("training until 90% of samples are confident", f"{minutes:.1f} min" if minutes else f"not within {quality_minutes:g} min"))
+        rows.append(
+            ("training until 90% of samples are confident", f"{minutes:.1f} min" if minutes else f"not within {quality_minutes:g} min")
+        )
     lines = [
         f"Device: {name}; torch {torch.__version__}; default SimpleUNet, {params:,} parameters; auto precision: {amp}",
         "",

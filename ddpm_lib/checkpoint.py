@@ -118,7 +118,8 @@ def read_weights(path: Path) -> tuple[dict, dict]:
     try:
         with safe_open(str(path), framework="pt") as f:
             config = json.loads((f.metadata() or {})["config"])
-            return {k: f.get_tensor(k) for k in f.keys()}, config
+            # A safe_open handle is not a dict: it has keys() but cannot be iterated (hence the noqa).
+            return {k: f.get_tensor(k) for k in f.keys()}, config  # noqa: SIM118
     except Exception as exc:
         raise CheckpointError(f"{path} is not a ddpm_lib weights file ({type(exc).__name__}: {exc})") from exc
 
@@ -159,7 +160,11 @@ def load_model(checkpoint: str | Path | None = None, device: str = "auto", condi
     if model.conditional != conditional:
         raise ValueError(
             f"{checkpoint} is {'a class-conditional' if model.conditional else 'an unconditional'} model; "
-            + ("add --conditional (Python: conditional=True)" if model.conditional else "drop --conditional or train one with --conditional")
+            + (
+                "add --conditional (Python: conditional=True)"
+                if model.conditional
+                else "drop --conditional or train one with --conditional"
+            )
         )
     return model, schedule, config
 

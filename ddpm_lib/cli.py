@@ -18,9 +18,9 @@ import argparse
 import csv
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -128,7 +128,9 @@ def _train_flags(p: argparse.ArgumentParser):
     p.add_argument("--epochs", type=_positive(int), required=True, help="total epochs (with --resume: including those done)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    p.add_argument("--allow-changes", action="store_true", help="with --resume: accept changed settings (recorded in the checkpoint's history)")
+    p.add_argument(
+        "--allow-changes", action="store_true", help="with --resume: accept changed settings (recorded in the checkpoint's history)"
+    )
     p.add_argument("--subset", type=_positive(int), help="train on the first N training digits")
     recipe = p.add_argument_group("recipe (defaults: ddpm_lib.config.TrainConfig)")
     recipe.add_argument("--batch-size", type=_positive(int))
@@ -165,8 +167,9 @@ def _train_config(args) -> TrainConfig:
     }  # fmt: skip
     default = TrainConfig().model
     try:
-        model = replace(default, channels=args.channels or default.channels, attention=not args.no_attention,
-                        num_classes=10 if args.conditional else 0)
+        model = replace(
+            default, channels=args.channels or default.channels, attention=not args.no_attention, num_classes=10 if args.conditional else 0
+        )
     except ValueError as exc:  # UNetConfig's checks of the widths
         raise UsageError(f"--channels: {exc}") from None
     try:
@@ -188,8 +191,10 @@ def _train(args) -> int:
 
     config = _train_config(args)
     result = train(config, resume=args.resume, progress=not args.quiet, allow_changes=args.allow_changes)
-    print(f"trained {result.epochs_done} epochs on {result.device} ({result.precision}{', CUDA graph' if result.graphed else ''}); "
-          f"final loss {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}")
+    print(
+        f"trained {result.epochs_done} epochs on {result.device} ({result.precision}{', CUDA graph' if result.graphed else ''}); "
+        f"final loss {sum(result.losses[-100:]) / len(result.losses[-100:]):.4f}"
+    )
     print(f"outputs in {result.out_dir}: checkpoint.pt, ema.safetensors, epoch grids, loss_history.csv")
     return 0
 
@@ -208,21 +213,38 @@ def _sampling_flags(p: argparse.ArgumentParser, n_default: int):
     samplers = sampling.SAMPLER_REGISTRY.values()
     with_steps = "/".join(s.name for s in samplers if s.uses_steps)
     with_eta = "/".join(s.name for s in samplers if s.has_eta)
-    p.add_argument("--sampler", choices=tuple(sampling.SAMPLER_REGISTRY), default="ddim",
-                   help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers))
+    p.add_argument(
+        "--sampler",
+        choices=tuple(sampling.SAMPLER_REGISTRY),
+        default="ddim",
+        help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers),
+    )
     p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
     p.add_argument("--eta", type=_non_negative, default=0.0, help=f"{with_eta} noise: 0 deterministic, 1 like DDPM (default 0)")
     p.add_argument("--conditional", action="store_true", help="use a class-conditional model (default: the shipped one)")
-    p.add_argument("--guidance", type=_non_negative,
-                   help=f"with --conditional: guidance weight w, 0 ignores the label, 1 plain conditional (default {DEFAULT_GUIDANCE:g})")
+    p.add_argument(
+        "--guidance",
+        type=_non_negative,
+        help=f"with --conditional: guidance weight w, 0 ignores the label, 1 plain conditional (default {DEFAULT_GUIDANCE:g})",
+    )
 
 
 def _sample_flags(p: argparse.ArgumentParser):
     _sampling_flags(p, n_default=64)
-    p.add_argument("--class", dest="digit", type=int, choices=range(10), metavar="K",
-                   help="with --conditional: draw only the digit K (default: rows of 0..9)")
-    p.add_argument("--out", type=_file_ending_in(".png", ".npz"), required=True,
-                   help="FILE.png (a grid) or FILE.npz (keys 'images', uint8, N x 28 x 28, and 'labels' if conditional)")
+    p.add_argument(
+        "--class",
+        dest="digit",
+        type=int,
+        choices=range(10),
+        metavar="K",
+        help="with --conditional: draw only the digit K (default: rows of 0..9)",
+    )
+    p.add_argument(
+        "--out",
+        type=_file_ending_in(".png", ".npz"),
+        required=True,
+        help="FILE.png (a grid) or FILE.npz (keys 'images', uint8, N x 28 x 28, and 'labels' if conditional)",
+    )
 
 
 def _sample(args) -> int:
@@ -289,8 +311,10 @@ def _check_steps(sampler: str, step_counts: list[int], timesteps: int, flag: str
 
 def _warn_if_few_digits(n: int):
     if n < RELIABLE_FID_DIGITS:
-        print(f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs",
-              file=sys.stderr)
+        print(
+            f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs",
+            file=sys.stderr,
+        )
 
 
 def _evaluate_flags(p: argparse.ArgumentParser):
@@ -331,12 +355,24 @@ def _sweep(args) -> int:
         def log(row):
             writer.writerow(row)
             f.flush()  # an interrupted sweep keeps the points it measured
-            print(f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
-                  f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s", flush=True)
+            print(
+                f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
+                f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s",
+                flush=True,
+            )
 
         evaluation.guidance_and_steps_curves(
-            model, schedule, args.n, args.guidance, args.steps, args.guidance_steps, args.steps_guidance,
-            include_ddpm=not args.no_ddpm, seed=args.seed, batch_size=args.batch_size, log=log,
+            model,
+            schedule,
+            args.n,
+            args.guidance,
+            args.steps,
+            args.guidance_steps,
+            args.steps_guidance,
+            include_ddpm=not args.no_ddpm,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            log=log,
         )
     print(f"wrote {out}")
     return 0

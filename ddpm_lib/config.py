@@ -78,24 +78,38 @@ class TrainConfig:
             ("loss_weighting", self.loss_weighting in WEIGHTINGS, f"one of {WEIGHTINGS}"),
             ("min_snr_gamma", _is_number(self.min_snr_gamma) and self.min_snr_gamma > 0, "a positive number"),
             ("p_uncond", _is_number(self.p_uncond) and 0 <= self.p_uncond < 1, "in [0, 1)"),
-            ("train_subset", self.train_subset is None or (_is_int(self.train_subset) and 1 <= self.train_subset <= TRAINING_DIGITS), f"None or 1..{TRAINING_DIGITS}"),
+            (
+                "train_subset",
+                self.train_subset is None or (_is_int(self.train_subset) and 1 <= self.train_subset <= TRAINING_DIGITS),
+                f"None or 1..{TRAINING_DIGITS}",
+            ),
             ("amp", self.amp in PRECISIONS, f"one of {PRECISIONS}"),
             ("cuda_graphs", isinstance(self.cuda_graphs, bool), "True or False"),
-            ("cpu_threads", self.cpu_threads is None or (_is_int(self.cpu_threads) and self.cpu_threads >= 1), "None or a whole number, at least 1"),
+            (
+                "cpu_threads",
+                self.cpu_threads is None or (_is_int(self.cpu_threads) and self.cpu_threads >= 1),
+                "None or a whole number, at least 1",
+            ),
             ("grid_size", _is_int(self.grid_size) and self.grid_size >= 1, "a whole number, at least 1"),
-            ("grid_steps", _is_int(self.grid_steps) and 1 <= self.grid_steps <= self.timesteps, f"between 1 and timesteps={self.timesteps}"),
+            (
+                "grid_steps",
+                _is_int(self.grid_steps) and 1 <= self.grid_steps <= self.timesteps,
+                f"between 1 and timesteps={self.timesteps}",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
         if self.batch_size > (self.train_subset or TRAINING_DIGITS):
-            raise ValueError(f"batch_size ({self.batch_size}) must not exceed the number of training digits ({self.train_subset or TRAINING_DIGITS})")
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must not exceed the number of training digits ({self.train_subset or TRAINING_DIGITS})"
+            )
 
     def objective(self) -> Objective:
         return Objective(self.prediction, self.loss_weighting, self.min_snr_gamma)
 
     @classmethod
-    def from_saved(cls, saved: dict) -> "TrainConfig":
+    def from_saved(cls, saved: dict) -> TrainConfig:
         """A config stored by an older or newer version: unknown keys are dropped, missing ones take defaults,
         except the settings that say what the weights mean: a file that does not record them was written when
         they could only be Ho et al.'s (``UNRECORDED_MEANS``), whatever today's default is."""

@@ -22,7 +22,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto": the GPU when there is one, else the CPU; otherwise the named device, if it exists."""
+    """ "auto": the GPU when there is one, else the CPU; otherwise the named device, if it exists."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -69,8 +69,19 @@ class ModelReport:
         )
 
 
-def measure(model, schedule, classifier, reference, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0,
-            batch_size: int = SAMPLING_BATCH, guidance: float | None = None) -> tuple[Evaluation, float]:
+def measure(
+    model,
+    schedule,
+    classifier,
+    reference,
+    n: int,
+    sampler: str,
+    steps: int,
+    seed: int = 0,
+    eta: float = 0.0,
+    batch_size: int = SAMPLING_BATCH,
+    guidance: float | None = None,
+) -> tuple[Evaluation, float]:
     """Draw n digits and score them; with ``guidance`` (conditional models) each digit is asked for n/10 times."""
     labels = None if guidance is None else balanced_labels(n)
     request = None if guidance is None else Guidance(labels, guidance)
@@ -83,15 +94,36 @@ def measure(model, schedule, classifier, reference, n: int, sampler: str, steps:
     return evaluate_images(classifier, images, reference, requested=labels), seconds
 
 
-def evaluate_model(model, schedule, n: int, sampler: str, steps: int, seed: int = 0, eta: float = 0.0,
-                   batch_size: int = SAMPLING_BATCH, guidance: float | None = None) -> ModelReport:
+def evaluate_model(
+    model,
+    schedule,
+    n: int,
+    sampler: str,
+    steps: int,
+    seed: int = 0,
+    eta: float = 0.0,
+    batch_size: int = SAMPLING_BATCH,
+    guidance: float | None = None,
+) -> ModelReport:
     """The model card's figures for a loaded model; ``guidance`` set means a class-conditional one."""
     classifier, reference, floor = reference_and_floor(n)
     samples, seconds = measure(model, schedule, classifier, reference, n, sampler, steps, seed, eta, batch_size, guidance)
     return ModelReport(sampler, steps, schedule.timesteps, samples, floor, seconds, guidance)
 
 
-CURVE_COLUMNS = ("curve", "sampler", "steps", "guidance", "n", "fid", "floor_fid", "confident", "worst_digit_accuracy", "mean_digit_accuracy", "seconds")
+CURVE_COLUMNS = (
+    "curve",
+    "sampler",
+    "steps",
+    "guidance",
+    "n",
+    "fid",
+    "floor_fid",
+    "confident",
+    "worst_digit_accuracy",
+    "mean_digit_accuracy",
+    "seconds",
+)
 
 
 def read_curves(path) -> list[dict]:
@@ -101,9 +133,19 @@ def read_curves(path) -> list[dict]:
         return [{key: kinds.get(key, float)(value) for key, value in row.items()} for row in csv.DictReader(f)]
 
 
-def guidance_and_steps_curves(model, schedule, n: int, guidance_weights, ddim_steps, steps_for_guidance: int = 50,
-                              guidance_for_steps: float | None = None, include_ddpm: bool = True, seed: int = 0,
-                              batch_size: int = SAMPLING_BATCH, log=None) -> list[dict]:
+def guidance_and_steps_curves(
+    model,
+    schedule,
+    n: int,
+    guidance_weights,
+    ddim_steps,
+    steps_for_guidance: int = 50,
+    guidance_for_steps: float | None = None,
+    include_ddpm: bool = True,
+    seed: int = 0,
+    batch_size: int = SAMPLING_BATCH,
+    log=None,
+) -> list[dict]:
     """The two measured curves of notebook 04, one row per point.
 
     "guidance": DDIM with ``steps_for_guidance`` steps at each weight in ``guidance_weights``.

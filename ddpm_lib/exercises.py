@@ -39,11 +39,10 @@ states of ``sampling.ddpm_sample`` and ``sampling.ddim_sample`` run with a scrip
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .mixture2d import THREE_CLASSES
@@ -147,7 +146,9 @@ def _alpha_bars_cases(schedule, model):
     schedules = [schedule, *(NoiseSchedule(kind, schedule.timesteps) for kind in others), NoiseSchedule(schedule.kind, 10)]
     # float64 betas, as the registry makes them: the running product over 1000 steps needs the digits.
     # alpha_bar falls from about 1 to 1e-9, so each value is compared with itself, not with the largest.
-    return [Case(f"{s.kind} (T = {s.timesteps})", (SCHEDULE_REGISTRY[s.kind](s.timesteps),), s.alpha_bars, relative=True) for s in schedules]
+    return [
+        Case(f"{s.kind} (T = {s.timesteps})", (SCHEDULE_REGISTRY[s.kind](s.timesteps),), s.alpha_bars, relative=True) for s in schedules
+    ]
 
 
 ALPHA_BARS_MISTAKES = (
@@ -535,7 +536,9 @@ DDIM_STEP_MISTAKES = (
         "sqrt_forgotten",
         "a square root was forgotten",
         "every weight in eq. 12 is a square root: sqrt(alpha_bar), sqrt(1 - alpha_bar), at t and at t_prev",
-        tuple(lambda x_t, t, t_prev, eps, s, k=k: _eq_12(x_t, eps, s.alpha_bars[t], s.alpha_bars[t_prev], _forget_root(k)) for k in range(4)),
+        tuple(
+            lambda x_t, t, t_prev, eps, s, k=k: _eq_12(x_t, eps, s.alpha_bars[t], s.alpha_bars[t_prev], _forget_root(k)) for k in range(4)
+        ),
     ),
     Mistake(
         "sign_flipped",
@@ -610,6 +613,7 @@ GUIDED_NOISE_MISTAKES = (
 
 # --------------------------------------------------------------------------- noise_from_score
 
+
 def _noise_from_score_cases(schedule, model):
     generator = _generator(9)
     cases = []
@@ -659,12 +663,18 @@ EXERCISES = {
     exercise.name: exercise
     for exercise in (
         Exercise(
-            "alpha_bars", "alpha_bars(betas)", _alpha_bars_cases, ALPHA_BARS_MISTAKES,
+            "alpha_bars",
+            "alpha_bars(betas)",
+            _alpha_bars_cases,
+            ALPHA_BARS_MISTAKES,
             "print your first three values beside 1 - beta_1, (1 - beta_1)(1 - beta_2), ... computed by hand",
         ),
         Exercise("q_sample", "q_sample(x0, t, noise, schedule)", _q_sample_cases, Q_SAMPLE_MISTAKES, _COMPARE_HINT),
         Exercise(
-            "training_loss", "training_loss(model, x0, t, noise, schedule)", _training_loss_cases, TRAINING_LOSS_MISTAKES,
+            "training_loss",
+            "training_loss(model, x0, t, noise, schedule)",
+            _training_loss_cases,
+            TRAINING_LOSS_MISTAKES,
             "noise x0 to x_t with t and noise, ask model(x_t, t), and return the mean squared difference from noise as one number",
         ),
         Exercise("v_target", "v_target(x0, t, noise, schedule)", _v_target_cases, V_TARGET_MISTAKES, _COMPARE_HINT),
@@ -672,11 +682,17 @@ EXERCISES = {
         Exercise("ddpm_step", "ddpm_step(x_t, t, noise_pred, z, schedule)", _ddpm_cases, DDPM_STEP_MISTAKES, _COMPARE_HINT),
         Exercise("ddim_step", "ddim_step(x_t, t, t_prev, noise_pred, schedule)", _ddim_cases, DDIM_STEP_MISTAKES, _COMPARE_HINT),
         Exercise(
-            "guided_noise", "guided_noise(eps_label, eps_nothing, w)", _guidance_cases, GUIDED_NOISE_MISTAKES,
+            "guided_noise",
+            "guided_noise(eps_label, eps_nothing, w)",
+            _guidance_cases,
+            GUIDED_NOISE_MISTAKES,
             "try w = 0 and w = 1 by hand: they must give eps_nothing and eps_label",
         ),
         Exercise(
-            "noise_from_score", "noise_from_score(score, alpha_bar)", _noise_from_score_cases, NOISE_FROM_SCORE_MISTAKES,
+            "noise_from_score",
+            "noise_from_score(score, alpha_bar)",
+            _noise_from_score_cases,
+            NOISE_FROM_SCORE_MISTAKES,
             "one factor, the noise's standard deviation in x_t, and one sign",
         ),
     )
@@ -741,7 +757,9 @@ def _matches(mistake: Mistake, cases: list[Case], answers: list[torch.Tensor], r
 def _exception_hint(error: Exception) -> str:
     text = str(error)
     if "must match the size" in text or "broadcast" in text:
-        return " Hint: a value looked up per image has shape (n,); .view(-1, 1, 1, 1) makes it broadcast over images of shape (n, 1, 28, 28)."
+        return (
+            " Hint: a value looked up per image has shape (n,); .view(-1, 1, 1, 1) makes it broadcast over images of shape (n, 1, 28, 28)."
+        )
     if isinstance(error, IndexError) or "out of bounds" in text:
         return " Hint: code indices run from 0 to T-1, so t + 1 runs past the end at t = T-1."
     return ""
@@ -783,7 +801,11 @@ def check(name: str, function: Callable, *, schedule: NoiseSchedule | None = Non
 
     failed = [case.where for case, ok in zip(cases, right) if not ok]
     if not all(torch.isfinite(answer).all() for answer in answers):
-        return CheckResult(name, "wrong", f"✗ {name} gives inf or NaN (failing at {', '.join(failed)}). Hint: a division by zero, or the root of a negative number?")
+        return CheckResult(
+            name,
+            "wrong",
+            f"✗ {name} gives inf or NaN (failing at {', '.join(failed)}). Hint: a division by zero, or the root of a negative number?",
+        )
     # Compared as shown (two significant digits), the first case wins a tie: a difference of 0.5 at one t
     # and 0.5 plus a rounding error at another must name the same case on every CPU.
     shown = [float(f"{(answer - case.expected).abs().max().item():.2g}") for answer, case in zip(answers, cases)]

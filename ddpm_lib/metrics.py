@@ -124,7 +124,11 @@ class Evaluation:
 
 
 def evaluate_images(
-    classifier: DigitClassifier, images: torch.Tensor, reference_stats, threshold: float = 0.9, requested: torch.Tensor | None = None,
+    classifier: DigitClassifier,
+    images: torch.Tensor,
+    reference_stats,
+    threshold: float = 0.9,
+    requested: torch.Tensor | None = None,
 ) -> Evaluation:
     """The figures for a batch of digits in [-1, 1] against (mu, cov) of a reference set.
 

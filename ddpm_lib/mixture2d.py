@@ -94,7 +94,7 @@ class GaussianMixture2D:
 
     # ----- the same data, noised ------------------------------------------------------------------------
 
-    def noised(self, alpha_bar: float) -> "GaussianMixture2D":
+    def noised(self, alpha_bar: float) -> GaussianMixture2D:
         """The law of x_t = sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) eps: means shrink, every class widens."""
         if not 0 < alpha_bar <= 1:
             raise ValueError(f"alpha_bar must be in (0, 1], got {alpha_bar}")

@@ -134,8 +134,9 @@ def noise_predictor(network: nn.Module, schedule: NoiseSchedule, prediction: str
 
 
 @torch.no_grad()
-def noise_error_by_timestep(noise_model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, bins: int = 20,
-                            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def noise_error_by_timestep(
+    noise_model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, bins: int = 20, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ||eps - eps_theta(x_t, t)||^2 per pixel for the digits ``x0`` at ``bins`` evenly spaced t.
 
     ``noise_model`` is what the samplers call (``noise_predictor``), so models trained with any target

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 from .config import LR_SCHEDULES
 from .data import TRAINING_DIGITS

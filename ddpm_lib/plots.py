@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,7 +158,9 @@ def plot_grids(batches: dict[str, torch.Tensor], nrow: int | None = None):
     return fig
 
 
-def save_gif(frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None = None, frame_ms: int = 80, hold_last_ms: int = 2000) -> Path:
+def save_gif(
+    frames: Sequence[torch.Tensor], path: str | Path, nrow: int | None = None, frame_ms: int = 80, hold_last_ms: int = 2000
+) -> Path:
     """An animated GIF, looping, with one digit grid (``grid_array``) per frame; the last frame stays ``hold_last_ms``.
 
     Each frame is a batch (N, 1, H, W) in [-1, 1]. The grids keep their size,
@@ -211,9 +214,17 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
                     time_ax.plot(steps, [1000 * r["seconds"] / r["n"] for r in line], marker + "-", color=colour, label=label)
             else:  # always all T steps: a level to hold the lines against
                 for r in measured:
-                    fid_steps_ax.axhline(r["fid"], color=colour, linestyle="--", label=f"{name}: {sampler.label} {r['steps']} steps, w = {r['guidance']:g}")
-                    time_ax.plot([r["steps"]], [1000 * r["seconds"] / r["n"]], "s", color=colour, markerfacecolor="none",
-                                 label=f"{name}: {sampler.label}, w = {r['guidance']:g}")
+                    fid_steps_ax.axhline(
+                        r["fid"], color=colour, linestyle="--", label=f"{name}: {sampler.label} {r['steps']} steps, w = {r['guidance']:g}"
+                    )
+                    time_ax.plot(
+                        [r["steps"]],
+                        [1000 * r["seconds"] / r["n"]],
+                        "s",
+                        color=colour,
+                        markerfacecolor="none",
+                        label=f"{name}: {sampler.label}, w = {r['guidance']:g}",
+                    )
     acc_ax.set(xlabel="guidance weight w", ylabel="% recognised as the digit asked for", title="guidance: asked-for digit")
     fid_w_ax.set(xlabel="guidance weight w", ylabel="classifier-FID (lower is better)", title="guidance: distance to real digits")
     fid_steps_ax.set(xscale="log", xlabel="DDIM steps", ylabel="classifier-FID", title="steps: quality")
@@ -259,8 +270,15 @@ def plot_timestep_embedding(embedding: torch.Tensor, timesteps: Sequence[int]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.2), layout="constrained")
-    image = ax.imshow(embedding.numpy(), aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest",
-                      extent=(-0.5, embedding.shape[1] - 0.5, timesteps[-1] + 0.5, timesteps[0] - 0.5))
+    image = ax.imshow(
+        embedding.numpy(),
+        aspect="auto",
+        cmap="RdBu",
+        vmin=-1,
+        vmax=1,
+        interpolation="nearest",
+        extent=(-0.5, embedding.shape[1] - 0.5, timesteps[-1] + 0.5, timesteps[0] - 0.5),
+    )
     ax.set(xlabel="feature (sines, then cosines; fast to slow)", ylabel="timestep t")
     fig.colorbar(image, ax=ax, shrink=0.8)
     return fig
@@ -304,19 +322,35 @@ def plot_unet_diagram(model: torch.nn.Module):
     ax.axis("off")
 
     def box(x, y, text, color, width=2.6, height=0.62, time_input=False):
-        ax.add_patch(FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04",
-                                    facecolor=color, edgecolor="0.3"))
+        ax.add_patch(
+            FancyBboxPatch((x - width / 2, y - height / 2), width, height, boxstyle="round,pad=0.04", facecolor=color, edgecolor="0.3")
+        )
         ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
         if time_input:  # the badge: this block adds the timestep embedding to its features
-            ax.text(x + width / 2, y + height / 2, "t", ha="center", va="center", fontsize=8, color="white",
-                    fontweight="bold", bbox=dict(boxstyle="circle,pad=0.2", facecolor="tab:orange", edgecolor="none"))
+            ax.text(
+                x + width / 2,
+                y + height / 2,
+                "t",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white",
+                fontweight="bold",
+                bbox=dict(boxstyle="circle,pad=0.2", facecolor="tab:orange", edgecolor="none"),
+            )
 
     def arrow(start, end, text="", style="-|>", color="0.25", dashed=False):
-        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.3,
-                                                              linestyle="--" if dashed else "-"))
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.3, linestyle="--" if dashed else "-"))
         if text:
-            ax.text((start[0] + end[0]) / 2 + 0.08, (start[1] + end[1]) / 2, text, fontsize=7.5, color=color,
-                    ha="left" if start[0] == end[0] else "center", va="center" if start[0] == end[0] else "bottom")
+            ax.text(
+                (start[0] + end[0]) / 2 + 0.08,
+                (start[1] + end[1]) / 2,
+                text,
+                fontsize=7.5,
+                color=color,
+                ha="left" if start[0] == end[0] else "center",
+                va="center" if start[0] == end[0] else "bottom",
+            )
 
     def widths(blocks):
         return " → ".join(str(block.conv1.out_channels) for block in blocks)
@@ -328,14 +362,18 @@ def plot_unet_diagram(model: torch.nn.Module):
     arrow((x_up, 2.35), (x_up, 2.77))
     for pixels, blocks in down:
         y = row[pixels]
-        box(x_down, y, f"{len(blocks)} ResBlock{'s' * (len(blocks) > 1)}: {widths(blocks)} ch\n{pixels}×{pixels} pixels",
-            "#dbe8f5", time_input=True)
+        box(
+            x_down,
+            y,
+            f"{len(blocks)} ResBlock{'s' * (len(blocks) > 1)}: {widths(blocks)} ch\n{pixels}×{pixels} pixels",
+            "#dbe8f5",
+            time_input=True,
+        )
         if pixels > 7:
             arrow((x_down, y - 0.33), (x_down, y - 0.67), "stride-2 conv: half the size")
     for pixels, blocks in up:
         y = row[pixels]
-        box(x_up, y, f"{len(blocks)} ResBlocks: {widths(blocks)} ch\n{pixels}×{pixels}, each with a skip",
-            "#e3f1dc", time_input=True)
+        box(x_up, y, f"{len(blocks)} ResBlocks: {widths(blocks)} ch\n{pixels}×{pixels}, each with a skip", "#e3f1dc", time_input=True)
         if pixels < 28:
             arrow((x_up, y + 0.33), (x_up, y + 0.67), "upsample ×2")
         skips = len(blocks)
@@ -343,17 +381,25 @@ def plot_unet_diagram(model: torch.nn.Module):
     attention = isinstance(model.mid_attn, SelfAttention)
     c_mid = model.mid1.conv1.out_channels
     box(x_mid - 1.75, -1.2, f"ResBlock\n{c_mid} ch, 7×7", "#f3e3f3", width=1.6, time_input=True)
-    box(x_mid, -1.2, "self-attention\nall 49 pixels" if attention else "(no attention)", "#f3e3f3" if attention else "0.95",
-        width=1.6)
+    box(x_mid, -1.2, "self-attention\nall 49 pixels" if attention else "(no attention)", "#f3e3f3" if attention else "0.95", width=1.6)
     box(x_mid + 1.75, -1.2, f"ResBlock\n{c_mid} ch, 7×7", "#f3e3f3", width=1.6, time_input=True)
     arrow((x_down, -0.33), (x_mid - 1.75, -0.88))
     arrow((x_mid - 0.93, -1.2), (x_mid - 0.82, -1.2))
     arrow((x_mid + 0.82, -1.2), (x_mid + 0.93, -1.2))
     arrow((x_mid + 1.75, -0.88), (x_up, -0.33))
-    ax.text(x_mid, 3.1, "t → sines and cosines → MLP → embedding,\nadded inside every block with an orange t",
-            ha="center", va="center", fontsize=8.5, color="tab:orange")
-    ax.set_title(f"SimpleUNet, {sum(p.numel() for p in model.parameters()):,} parameters: down path (left), "
-                 "middle (bottom), up path (right)", fontsize=10)
+    ax.text(
+        x_mid,
+        3.1,
+        "t → sines and cosines → MLP → embedding,\nadded inside every block with an orange t",
+        ha="center",
+        va="center",
+        fontsize=8.5,
+        color="tab:orange",
+    )
+    ax.set_title(
+        f"SimpleUNet, {sum(p.numel() for p in model.parameters()):,} parameters: down path (left), middle (bottom), up path (right)",
+        fontsize=10,
+    )
     return fig
 
 
@@ -381,7 +427,7 @@ def plot_markov_chain(images: torch.Tensor, ts: Sequence[int], timesteps: int | 
     ts = [int(t) for t in ts]
     if len(images) != len(ts):
         raise ValueError(f"plot_markov_chain needs one image per timestep: {len(images)} images for {len(ts)} timesteps")
-    if not ts or ts[0] < 0 or any(b <= a for a, b in zip(ts, ts[1:])):
+    if not ts or ts[0] < 0 or any(b <= a for a, b in itertools.pairwise(ts)):
         raise ValueError(f"timesteps must be increasing and at least 0, got {ts}")
     forward, reverse = "C0", "C3"
     ratios = [1.0] + [r for _ in ts[1:] for r in (1.7, 1.0)]
@@ -395,15 +441,19 @@ def plot_markov_chain(images: torch.Tensor, ts: Sequence[int], timesteps: int | 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_label("state")
-    for k, (a, b) in enumerate(zip(ts, ts[1:])):
+    for k, (a, b) in enumerate(itertools.pairwise(ts)):
         ax = axes[2 * k + 1]
         ax.set(xlim=(0, 1), ylim=(0, 1))
         ax.axis("off")
         one_step = b == a + 1
         style = "-" if one_step else (0, (4, 3))
         for y, (start, end), colour in ((0.62, (0.02, 0.98), forward), (0.38, (0.98, 0.02), reverse)):
-            ax.annotate("", xy=(end, y), xytext=(start, y),
-                        arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6, linestyle=style, shrinkA=0, shrinkB=0))
+            ax.annotate(
+                "",
+                xy=(end, y),
+                xytext=(start, y),
+                arrowprops=dict(arrowstyle="-|>", color=colour, lw=1.6, linestyle=style, shrinkA=0, shrinkB=0),
+            )
         if one_step:
             ax.text(0.5, 0.70, f"$q(x_{{{b}}} \\mid x_{{{a}}})$", color=forward, ha="center", va="bottom", fontsize=9)
             ax.text(0.5, 0.30, f"$p_\\theta(x_{{{a}}} \\mid x_{{{b}}})$", color=reverse, ha="center", va="top", fontsize=9)
@@ -413,15 +463,24 @@ def plot_markov_chain(images: torch.Tensor, ts: Sequence[int], timesteps: int | 
             ax.text(0.5, 0.5, "$\\cdots$", ha="center", va="center", fontsize=14)
             ax.text(0.5, 0.70, f"{b - a} steps of $q$", color=forward, ha="center", va="bottom", fontsize=9)
             ax.text(0.5, 0.30, f"{b - a} steps of $p_\\theta$", color=reverse, ha="center", va="top", fontsize=9)
-    fig.suptitle("forward $q$: fixed, adds noise (left to right)    ·    reverse $p_\\theta$: learned, removes it (right to left)", fontsize=10)
+    fig.suptitle(
+        "forward $q$: fixed, adds noise (left to right)    ·    reverse $p_\\theta$: learned, removes it (right to left)", fontsize=10
+    )
     return fig
 
 
 # ----- notebook 04: why guidance works, and a student's model beside the shipped one -----------------------
 
 
-def plot_guidance_field(mixture, label: int, w: float, points: np.ndarray, class_names: Sequence[str] | None = None,
-                        extent: tuple[float, float, float, float] = (-4, 4, -3.5, 4), arrow: float = 1.4):
+def plot_guidance_field(
+    mixture,
+    label: int,
+    w: float,
+    points: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    extent: tuple[float, float, float, float] = (-4, 4, -3.5, 4),
+    arrow: float = 1.4,
+):
     """Classifier-free guidance on a 2-D Gaussian mixture (``mixture2d.GaussianMixture2D``), whose scores are exact.
 
     Left: the data density p(x) as contours over the regions where each class is the most
@@ -449,8 +508,7 @@ def plot_guidance_field(mixture, label: int, w: float, points: np.ndarray, class
     fig, axes = plt.subplots(1, 4, figsize=(15, 4.9), layout="constrained", gridspec_kw={"width_ratios": [1.45, 1, 1, 1]})
     ax = axes[0]
     owner = mixture.class_posterior(grid).argmax(1).reshape(gx.shape)
-    ax.imshow(owner, origin="lower", extent=extent, cmap=ListedColormap(class_colours), alpha=0.12, aspect="auto",
-              interpolation="nearest")
+    ax.imshow(owner, origin="lower", extent=extent, cmap=ListedColormap(class_colours), alpha=0.12, aspect="auto", interpolation="nearest")
     ax.contour(gx, gy, np.exp(mixture.log_prob(grid)).reshape(gx.shape), levels=6, colors="0.45", linewidths=0.7)
     for k, mean in enumerate(mixture.means):
         ax.annotate(f"class {names[k]}", mean, ha="center", va="center", fontsize=9, color=class_colours[k], weight="bold")
@@ -466,13 +524,29 @@ def plot_guidance_field(mixture, label: int, w: float, points: np.ndarray, class
     data_push, label_push, guided = (v / per_point[:, None] for v in (data_push, label_push, guided))
     arrows = [
         (points, data_push, "0.15", 0.005, r"$\nabla_x \log p(x)$: towards any data"),
-        (points + data_push, label_push, "tab:red", 0.005,
-         rf"$w\,\nabla_x \log p(y{{=}}{names[label]} \mid x)$: the classifier's push, times $w$"),
+        (
+            points + data_push,
+            label_push,
+            "tab:red",
+            0.005,
+            rf"$w\,\nabla_x \log p(y{{=}}{names[label]} \mid x)$: the classifier's push, times $w$",
+        ),
         (points, guided, "tab:blue", 0.008, rf"guided direction, their sum ($w = {w:g}$)"),
     ]
     for start, vectors, colour, width, text in arrows:
-        ax.quiver(start[:, 0], start[:, 1], vectors[:, 0], vectors[:, 1], color=colour, angles="xy", scale_units="xy",
-                  scale=1, width=width, label=text, zorder=2 if colour == "tab:blue" else 3)
+        ax.quiver(
+            start[:, 0],
+            start[:, 1],
+            vectors[:, 0],
+            vectors[:, 1],
+            color=colour,
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            width=width,
+            label=text,
+            zorder=2 if colour == "tab:blue" else 3,
+        )
     ax.plot(points[:, 0], points[:, 1], "k.", markersize=5)
     ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal", title=f"directions at a few points (y = class {names[label]})")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08))
@@ -505,8 +579,7 @@ def plot_model_rows(rows: dict[str, dict[str, torch.Tensor]], nrow: int = 10):
     columns = len(next(iter(rows.values())))
     if any(len(panels) != columns for panels in rows.values()):
         raise ValueError("every model needs the same number of panels")
-    fig, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns + 0.6, 1.45 * len(rows) + 0.2),
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns + 0.6, 1.45 * len(rows) + 0.2), layout="constrained", squeeze=False)
     for r, (model_name, panels) in enumerate(rows.items()):
         for c, (setting, images) in enumerate(panels.items()):
             ax = axes[r, c]

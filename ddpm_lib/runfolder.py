@@ -12,6 +12,7 @@ This module imports nothing heavy, so it can be used before torch is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -20,9 +21,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 LOCK_NAME = ".lock"
 # Names atomic_write gives its temporary files: ".<stem>.tmp-<pid><suffix>", e.g. ".epoch_001.tmp-42.png".
@@ -54,7 +55,7 @@ class RunFolderError(RuntimeError):
 class RunFolderBusy(RunFolderError):
     """Another live process is writing to this run folder."""
 
-    def __init__(self, message: str, holder: "LockHolder | None"):
+    def __init__(self, message: str, holder: LockHolder | None):
         super().__init__(message)
         self.holder = holder
 
@@ -84,12 +85,12 @@ class LockHolder:
     started: str
 
     @classmethod
-    def of_this_process(cls) -> "LockHolder":
+    def of_this_process(cls) -> LockHolder:
         command = " ".join(" ".join(sys.argv).split())  # on one line, as the busy message must be
         return cls(os.getpid(), socket.gethostname(), command, time.strftime("%Y-%m-%d %H:%M:%S"))
 
     @classmethod
-    def parse(cls, text: str) -> "LockHolder | None":
+    def parse(cls, text: str) -> LockHolder | None:
         try:
             fields = json.loads(text)
             return cls(int(fields["pid"]), str(fields["host"]), str(fields["command"]), str(fields["started"]))
@@ -116,7 +117,6 @@ def _try_lock(fd: int) -> bool:
             return False
         raise
     return True
-
 
 
 def _unlock(fd: int) -> None:
@@ -177,7 +177,7 @@ class RunLock:
             return f"{who} ended without cleaning up; its lock on {self.folder} was taken over"
         return None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         if self._fd is not None:
             raise RunFolderError(f"this RunLock on {self.folder} is already held; use a new RunLock for a new run")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -236,10 +236,9 @@ class RunLock:
         finally:
             os.close(fd)
         if fcntl is None:
-            try:  # Windows cannot delete an open file: after closing, and only if no one else opened it
+            # Windows cannot delete an open file: after closing, and only if no one else opened it
+            with contextlib.suppress(PermissionError):
                 self.path.unlink(missing_ok=True)
-            except PermissionError:
-                pass
 
     def _busy(self, text: str) -> RunFolderBusy:
         holder = LockHolder.parse(text)
@@ -305,7 +304,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
-
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files interrupted writes left in ``folder``; return them.
 
@@ -361,9 +359,7 @@ def check_writable(path: str | Path) -> Path:
 # ----------------------------------------------------------------------------- resuming
 
 
-def config_differences(
-    saved: dict, requested: dict, may_change=("epochs",), ignore=MACHINE_SETTINGS
-) -> list[str]:
+def config_differences(saved: dict, requested: dict, may_change=("epochs",), ignore=MACHINE_SETTINGS) -> list[str]:
     """One line per setting in which ``requested`` differs from the ``saved`` (checkpoint) config.
 
     Both are ``dataclasses.asdict`` of a TrainConfig; nested dicts are compared

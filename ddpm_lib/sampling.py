@@ -269,18 +269,44 @@ register_sampler(Sampler("ddpm", "DDPM", run=_run_ddpm, uses_steps=False, has_et
 
 
 def sample(
-    model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, *, eta: float = 0.0, clip_x0: bool = True,
-    return_trajectory: bool = False, x_T: torch.Tensor | None = None, guidance: Guidance | None = None,
+    model,
+    schedule,
+    n: int,
+    sampler: str = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+    *,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    return_trajectory: bool = False,
+    x_T: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
 ) -> SampleResult:
     """Run the registered sampler called ``sampler``; those that always take all T steps ignore ``steps``."""
     return get_sampler(sampler).run(
-        model, schedule, n, steps=steps, eta=eta, seed=seed, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance
+        model,
+        schedule,
+        n,
+        steps=steps,
+        eta=eta,
+        seed=seed,
+        clip_x0=clip_x0,
+        return_trajectory=return_trajectory,
+        x_T=x_T,
+        guidance=guidance,
     )
 
 
 def sample_many(
-    model, schedule, n: int, sampler: str = "ddim", steps: int = 50, seed: int = 0, eta: float = 0.0,
-    batch_size: int = SAMPLING_BATCH, guidance: Guidance | None = None,
+    model,
+    schedule,
+    n: int,
+    sampler: str = "ddim",
+    steps: int = 50,
+    seed: int = 0,
+    eta: float = 0.0,
+    batch_size: int = SAMPLING_BATCH,
+    guidance: Guidance | None = None,
 ) -> torch.Tensor:
     """n digits drawn batch_size at a time (bounded memory); batch k uses seed + k, so any n is reproducible.
 

@@ -92,8 +92,15 @@ class Trainer:
     ``out_dir=None`` in the config trains without writing anything (benchmarks, experiments).
     """
 
-    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True, images: torch.Tensor | None = None,
-                 labels: torch.Tensor | None = None, allow_changes: bool = False):
+    def __init__(
+        self,
+        config: TrainConfig,
+        resume: bool = False,
+        progress: bool = True,
+        images: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        allow_changes: bool = False,
+    ):
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
@@ -238,7 +245,9 @@ class Trainer:
         # Conditional runs draw rows of 0..9 with the plain conditional model (w = 1).
         guidance = Guidance(balanced_labels(config.grid_size)) if config.model.num_classes else None
         with autocast(self.device, self.precision):
-            grid = ddim_sample(self.sampler_model(), self.schedule, config.grid_size, steps=config.grid_steps, seed=config.seed, guidance=guidance).images
+            grid = ddim_sample(
+                self.sampler_model(), self.schedule, config.grid_size, steps=config.grid_steps, seed=config.seed, guidance=guidance
+            ).images
         atomic_write(out / f"epoch_{epoch:03d}.png", lambda tmp: save_grid(grid, tmp, nrow=10 if guidance else None))
         _write_losses(out / "loss_history.csv", self.losses, self.steps_per_epoch)
         # The EMA file first: a checkpoint that says "epoch done" always has its EMA weights beside it.
@@ -268,7 +277,9 @@ class Trainer:
                 f"allow the change explicitly (CLI: --allow-changes), or use another out_dir"
             )
         if self.config.epochs < ckpt["epoch"]:
-            raise CheckpointError(f"{ckpt_path} has already done {ckpt['epoch']} epochs; ask for at least that many, not {self.config.epochs}")
+            raise CheckpointError(
+                f"{ckpt_path} has already done {ckpt['epoch']} epochs; ask for at least that many, not {self.config.epochs}"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.ema.model.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -280,7 +291,7 @@ class Trainer:
         self.history = list(ckpt.get("history", [])) + ([{"step": self.step, "changes": changes}] if changes else [])
 
 
-def _record_graph(trainer: "Trainer") -> "_GraphedUpdate | None":
+def _record_graph(trainer: Trainer) -> _GraphedUpdate | None:
     """``Trainer.update`` as a CUDA graph, or None (with a warning) where recording fails: an old
     driver or torch, an operation that cannot be captured. The plain step then does the work."""
     saved = _snapshot(trainer)
@@ -306,7 +317,7 @@ class _GraphedUpdate:
 
     WARMUP_UPDATES = 3
 
-    def __init__(self, trainer: "Trainer"):
+    def __init__(self, trainer: Trainer):
         self.trainer = trainer
         c, device = trainer.config, trainer.device
         n = c.batch_size

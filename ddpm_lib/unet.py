@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # Far beyond anything that helps on 28x28 digits (the shipped models: widths up to 128, one block per
 # level); the limits stop a typo or a crafted weights file from asking for tens of gigabytes.
 MAX_WIDTH = 1024

@@ -349,7 +349,9 @@ class ReverseSamplingExplorer(SamplingExplorer):
             raise ValueError(f"n must be at least 1, got {n}")
         self.model, self.schedule, self.n = model, schedule, n
         # The slider's own readout would show the row; the caption shows the paper's t instead. Its range follows the run shown.
-        self.step = ipywidgets.IntSlider(value=0, min=0, max=0, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **COMPACT)
+        self.step = ipywidgets.IntSlider(
+            value=0, min=0, max=0, description="t", readout=False, layout=ipywidgets.Layout(width="300px"), **COMPACT
+        )
         controls = SamplerControls(schedule, sampler, steps, seed, tooltip="draw a run with these settings")
         super().__init__(controls, [self.step], label="reverse sampling explorer")
 
@@ -390,7 +392,9 @@ class ReverseSamplingExplorer(SamplingExplorer):
 
     def caption_html(self) -> str:
         row, rows = self.step.value, len(self.trajectory.timesteps)
-        return f"<b>t = {self.trajectory.timesteps[row] + 1}</b>, step {row + 1} of {rows} of the run {self.shown}" + self.waiting_for_sample()
+        return (
+            f"<b>t = {self.trajectory.timesteps[row] + 1}</b>, step {row + 1} of {rows} of the run {self.shown}" + self.waiting_for_sample()
+        )
 
 
 class GuidanceSettings(NamedTuple):
@@ -422,12 +426,22 @@ class GuidanceExplorer(SamplingExplorer):
     RUNS_KEPT = 16  # only final images are kept: 16 runs of 20 digits are a few MB
     panel_scale = 2
 
-    def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 20, digit: int = ALL_DIGITS, guidance: float = DEFAULT_GUIDANCE,
-                 sampler: str = "ddim", steps: int = 20, seed: int = 0, classifier: nn.Module | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        schedule: NoiseSchedule,
+        n: int = 20,
+        digit: int = ALL_DIGITS,
+        guidance: float = DEFAULT_GUIDANCE,
+        sampler: str = "ddim",
+        steps: int = 20,
+        seed: int = 0,
+        classifier: nn.Module | None = None,
+    ):
         checks = [
             ("model", getattr(model, "conditional", False), "a class-conditional model (trained with --conditional)"),
             ("n", n >= 1, "at least 1"),
-            ("digit", digit == self.ALL_DIGITS or 0 <= digit <= 9, f"0..9 or GuidanceExplorer.ALL_DIGITS"),
+            ("digit", digit == self.ALL_DIGITS or 0 <= digit <= 9, "0..9 or GuidanceExplorer.ALL_DIGITS"),
             ("guidance", 0 <= guidance <= self.GUIDANCE_MAX, f"between 0 and {self.GUIDANCE_MAX:g}"),
         ]
         for name, ok, expected in checks:
@@ -445,7 +459,9 @@ class GuidanceExplorer(SamplingExplorer):
         super().__init__(controls, [self.digit, self.guidance], label="guidance explorer")
 
     def requested(self) -> GuidanceSettings:
-        return GuidanceSettings(self.digit.value, float(self.guidance.value), self.sampler.value, self.controls.requested_steps(), self.seed.value)
+        return GuidanceSettings(
+            self.digit.value, float(self.guidance.value), self.sampler.value, self.controls.requested_steps(), self.seed.value
+        )
 
     def labels(self, digit: int) -> torch.Tensor:
         return sampling.balanced_labels(self.n) if digit == self.ALL_DIGITS else torch.full((self.n,), digit)

@@ -10,6 +10,7 @@ behind) when the ``with`` block ends, even on failure.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -268,9 +269,7 @@ class JupyterLab:
         with urllib.request.urlopen(f"{self.url}/api/sessions", timeout=5) as response:
             sessions = json.load(response)
         return any(
-            session["path"] == notebook_name
-            and session["kernel"]["execution_state"] == "idle"
-            and session["kernel"]["connections"] > 0
+            session["path"] == notebook_name and session["kernel"]["execution_state"] == "idle" and session["kernel"]["connections"] > 0
             for session in sessions
         )
 
@@ -294,15 +293,13 @@ class JupyterLab:
             return
         leftovers = {pid: _command_line(pid) for pid in _descendant_pids(self.process.pid)}
         _send(lambda: os.killpg(self.process.pid, signal.SIGTERM))
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=SERVER_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pass
         _send(lambda: os.killpg(self.process.pid, signal.SIGKILL))
         for pid, command_line in leftovers.items():
             # The same command line guards against a pid the system has since given to someone else.
             if command_line and _command_line(pid) == command_line:
-                _send(lambda: os.kill(pid, signal.SIGKILL))
+                _send(lambda pid=pid: os.kill(pid, signal.SIGKILL))
         self.process.wait()
 
 
@@ -314,10 +311,8 @@ def _command_line(pid: int) -> bytes:
 
 
 def _send(signal_call) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # already gone, which is what we wanted
         signal_call()
-    except ProcessLookupError:  # already gone, which is what we wanted
-        pass
 
 
 # ---------------------------------------------------------------- the notebook in the browser

@@ -44,6 +44,8 @@ NEWER_STANDARD_MODULES = {"tomllib": (3, 11)}  # the standard library's addition
 def test_every_module_runs_on_the_python_floor(path):
     tree = ast.parse(path.read_text(), feature_version=FLOOR)  # refuses syntax newer than the floor
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    imported |= {
+        node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and not node.level
+    }
     too_new = {name for name in imported if NEWER_STANDARD_MODULES.get(name, FLOOR) > FLOOR}
     assert not too_new, f"{path.name} imports {sorted(too_new)}, which Python {FLOOR[0]}.{FLOOR[1]} lacks"

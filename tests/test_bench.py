@@ -20,7 +20,12 @@ def judge():
 def test_each_mark_is_measured_on_one_continuing_run(tiny_config, judge):
     config = tiny_config(train_subset=256, batch_size=64)  # 4 steps per epoch
     points = list(quality_during_training(config, [3, 6], "steps", 4, *judge, etas=(0.0, 1.0)))
-    assert [(p.mark, p.steps, p.epochs, p.eta) for p in points] == [(3, 3, 0.75, 0.0), (3, 3, 0.75, 1.0), (6, 6, 1.5, 0.0), (6, 6, 1.5, 1.0)]
+    assert [(p.mark, p.steps, p.epochs, p.eta) for p in points] == [
+        (3, 3, 0.75, 0.0),
+        (3, 3, 0.75, 1.0),
+        (6, 6, 1.5, 0.0),
+        (6, 6, 1.5, 1.0),
+    ]
     assert points[0].train_seconds == points[1].train_seconds  # both samplers judge the same weights
     assert points[0].scores.fid != points[1].scores.fid  # ... and drew different digits: eta reached the sampler
     assert 0 < points[0].train_seconds < points[2].train_seconds  # the clock runs on: one run, not one per mark

@@ -71,7 +71,9 @@ class WidgetContract:
     redraw_timeout_s: float
     apply_button_label: str | None = None
     parameters: dict | None = None  # set after the notebook's parameters cell: the widgets, not the figures, are tested here
-    small_untrained_model: bool = False  # run on conftest's TINY_MODEL, untrained (parameter "checkpoint"): every cell, a fraction of the time
+    small_untrained_model: bool = (
+        False  # run on conftest's TINY_MODEL, untrained (parameter "checkpoint"): every cell, a fraction of the time
+    )
 
 
 COURSE_NOTEBOOKS = [
@@ -193,9 +195,7 @@ def check_widgets_redraw(notebook: LabNotebook, contract: WidgetContract, screen
         pytest.param(
             contract,
             id=contract.notebook.stem,
-            marks=pytest.mark.skipif(
-                not contract.notebook.exists(), reason=f"notebook not written yet: {contract.notebook.name}"
-            ),
+            marks=pytest.mark.skipif(not contract.notebook.exists(), reason=f"notebook not written yet: {contract.notebook.name}"),
         )
         for contract in COURSE_NOTEBOOKS
     ],
@@ -219,5 +219,5 @@ def test_widget_demo_redraws_in_browser(jupyter_lab, browser_page, capsys):
 def test_browser_check_catches_a_slider_that_does_not_redraw(jupyter_lab, browser_page, tmp_path):
     """Guards the guard: with the slider's callback unplugged, the check must fail on the slider."""
     demo = write_widget_demo_notebook(jupyter_lab.root_dir / DEMO_CONTRACT.notebook, slider_redraws=False)
-    with pytest.raises(AssertionError, match="the slider moved .* but no widget image changed"):
+    with pytest.raises(AssertionError, match=r"the slider moved .* but no widget image changed"):
         check_widgets_redraw(LabNotebook(browser_page, jupyter_lab, demo.name), DEMO_CONTRACT, tmp_path)

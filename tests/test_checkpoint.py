@@ -3,8 +3,8 @@ import stat
 from dataclasses import asdict
 
 import pytest
-
 from conftest import TINY_MODEL, write_tiny_weights
+
 from ddpm_lib.checkpoint import load_weights, read_weights, save_weights
 from ddpm_lib.config import TrainConfig
 from ddpm_lib.objective import NoiseFromVelocity

@@ -121,7 +121,9 @@ def test_sample_draws_in_the_precision_evaluate_uses(weights, tmp_path, monkeypa
     """On a GPU, "auto" means bf16 or fp16 for the network: sample must use it as evaluate does, or one seed gives two sets of digits."""
     entered = []
     monkeypatch.setattr(cli_module, "resolve_precision", lambda amp, device: "bf16" if amp == "auto" else amp)
-    monkeypatch.setattr(cli_module, "autocast", lambda device, precision: entered.append((device.type, precision)) or contextlib.nullcontext())
+    monkeypatch.setattr(
+        cli_module, "autocast", lambda device, precision: entered.append((device.type, precision)) or contextlib.nullcontext()
+    )
     assert cli("sample", "--checkpoint", weights, "--n", "2", "--steps", "2", "--out", tmp_path / "x.npz").returncode == 0
     assert entered == [("cpu", "bf16")]
 
@@ -174,7 +176,9 @@ def test_evaluate_warns_once_below_a_reliable_number_of_digits(weights, n, warne
     result = cli("evaluate", "--checkpoint", weights, "--n", n)
     assert result.returncode == 0 and result.stdout == f"report on {n} digits\n"
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert warnings == ([f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs"] if warned else [])
+    assert warnings == (
+        [f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs"] if warned else []
+    )
 
 
 @pytest.fixture

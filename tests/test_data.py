@@ -14,7 +14,7 @@ def test_damaged_file_is_reported_and_kept(tmp_path):
     raw.mkdir(parents=True)
     damaged = raw / "train-images-idx3-ubyte"
     damaged.write_bytes(b"not really MNIST")
-    with pytest.raises(MNISTUnavailable, match="md5.*left untouched"):
+    with pytest.raises(MNISTUnavailable, match=r"md5.*left untouched"):
         ensure_mnist(tmp_path)
     assert damaged.read_bytes() == b"not really MNIST"
 

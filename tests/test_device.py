@@ -128,8 +128,9 @@ def test_the_machine_reading_is_plausible():
 def test_the_trainer_restores_the_callers_thread_count():
     before = torch.get_num_threads()
     images = torch.rand(64, 1, 28, 28) * 2 - 1
-    config = TrainConfig(device="cpu", batch_size=16, out_dir=None, cpu_threads=before + 1,
-                         model={"channels": (8, 16, 16), "attention": False})
+    config = TrainConfig(
+        device="cpu", batch_size=16, out_dir=None, cpu_threads=before + 1, model={"channels": (8, 16, 16), "attention": False}
+    )
     trainer = Trainer(config, progress=False, images=images, labels=torch.zeros(64, dtype=torch.long))
     trainer.train_steps(2)
     assert torch.get_num_threads() == before

@@ -44,4 +44,6 @@ def test_environment_matches_pyproject():
     conda.pop("python")
     conda.pop("pip")
     wanted = {CONDA_NAME.get(name, name): spec for name, spec in pyproject_requirements().items()}
-    assert conda == wanted, f"environment.yml and pyproject.toml differ: only in environment.yml {set(conda.items()) - set(wanted.items())}, only in pyproject.toml {set(wanted.items()) - set(conda.items())}"
+    assert conda == wanted, (
+        f"environment.yml and pyproject.toml differ: only in environment.yml {set(conda.items()) - set(wanted.items())}, only in pyproject.toml {set(wanted.items()) - set(conda.items())}"
+    )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 from torch import nn
 
-from conftest import TINY_MODEL
 from ddpm_lib import exercises
 from ddpm_lib.exercises import check
-from ddpm_lib.schedule import NoiseSchedule
 from ddpm_lib.objective import diffusion_loss
+from ddpm_lib.schedule import NoiseSchedule
 from ddpm_lib.unet import SimpleUNet
 
 
@@ -442,7 +442,6 @@ def test_v_target_is_what_the_trainer_regresses_onto():
         alpha_bar = per_image(schedule.alpha_bars, t)
         x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
         torch.testing.assert_close((1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * case.expected, noise, atol=1e-5, rtol=1e-5)
-
 
 
 def test_alpha_bars_is_checked_where_it_is_tiny():

@@ -32,12 +32,12 @@ from torch import nn
 
 import ddpm_lib.trainer as trainer_module
 from ddpm_lib import evaluation
-from ddpm_lib.data import load_mnist
-from ddpm_lib.metrics import DigitClassifier, evaluate_images, gaussian_stats
-from ddpm_lib.plots import to_uint8
 from ddpm_lib.checkpoint import CheckpointError, load_checkpoint, load_model, read_checkpoint, save_weights
 from ddpm_lib.config import TrainConfig
+from ddpm_lib.data import load_mnist
+from ddpm_lib.metrics import DigitClassifier, evaluate_images, gaussian_stats
 from ddpm_lib.objective import diffusion_loss, draw_training_inputs
+from ddpm_lib.plots import to_uint8
 from ddpm_lib.sampling import (
     Guidance,
     balanced_labels,
@@ -540,7 +540,10 @@ def test_cli_sweep_writes_both_curves(conditional_run, tmp_path, cli):
                  "--steps", "1,3", "--no-ddpm", "--device", "cpu", "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = evaluation.read_curves(out)
-    assert [(r["curve"], r["sampler"], r["steps"], r["guidance"]) for r in rows[:2]] == [("guidance", "ddim", 2, 0.0), ("guidance", "ddim", 2, 2.0)]
+    assert [(r["curve"], r["sampler"], r["steps"], r["guidance"]) for r in rows[:2]] == [
+        ("guidance", "ddim", 2, 0.0),
+        ("guidance", "ddim", 2, 2.0),
+    ]
     best = min(rows[:2], key=lambda r: r["fid"])["guidance"]
     assert [(r["curve"], r["steps"], r["guidance"]) for r in rows[2:]] == [("steps", 1, best), ("steps", 3, best)]
     assert all(r["n"] == 20 and 0 <= r["worst_digit_accuracy"] <= r["mean_digit_accuracy"] <= 1 for r in rows)
@@ -561,5 +564,10 @@ def test_a_point_on_both_curves_is_drawn_once(monkeypatch):
     rows = evaluation.guidance_and_steps_curves(None, NoiseSchedule("linear", 1000), 200, [0.0, 1.0], [10, 20], steps_for_guidance=20,
                                                 guidance_for_steps=1.0, include_ddpm=False)  # fmt: skip
     assert drawn == [("ddim", 20, 0.0), ("ddim", 20, 1.0), ("ddim", 10, 1.0)]
-    assert [(r["curve"], r["steps"], r["guidance"]) for r in rows] == [("guidance", 20, 0.0), ("guidance", 20, 1.0), ("steps", 10, 1.0), ("steps", 20, 1.0)]
+    assert [(r["curve"], r["steps"], r["guidance"]) for r in rows] == [
+        ("guidance", 20, 0.0),
+        ("guidance", 20, 1.0),
+        ("steps", 10, 1.0),
+        ("steps", 20, 1.0),
+    ]
     assert {**rows[1], "curve": "steps"} == rows[3]

@@ -101,7 +101,13 @@ def test_caption_counts_what_the_classifier_reads(model, schedule):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"digit": 10}, "digit"), ({"guidance": -1.0}, "guidance"), ({"steps": 7}, "steps"), ({"sampler": "euler"}, "sampler"), ({"n": 0}, "n must")],
+    [
+        ({"digit": 10}, "digit"),
+        ({"guidance": -1.0}, "guidance"),
+        ({"steps": 7}, "steps"),
+        ({"sampler": "euler"}, "sampler"),
+        ({"n": 0}, "n must"),
+    ],
 )
 def test_nonsense_settings_are_refused(model, schedule, kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -57,8 +57,7 @@ def test_class_posterior_is_bayes_rule():
 def test_bayes_rule_on_the_scores(label):
     # grad log p(x | y) = grad log p(x) + grad log p(y | x), with the last term from finite differences, not the class.
     classifier_gradient = finite_difference_gradient(lambda x: np.log(MIXTURE.class_posterior(x)[:, label]), POINTS)
-    np.testing.assert_allclose(MIXTURE.conditional_score(POINTS, label), MIXTURE.score(POINTS) + classifier_gradient,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(MIXTURE.conditional_score(POINTS, label), MIXTURE.score(POINTS) + classifier_gradient, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("w", [0.0, 1.0, 2.0, 4.5])
@@ -107,12 +106,14 @@ def test_guidance_on_noise_predictions_is_guidance_on_scores():
     a, w = 0.4, 3.0
     eps_nothing = MIXTURE.best_noise_prediction(POINTS, a)
     eps_label = MIXTURE.best_noise_prediction(POINTS, a, label=1)
-    np.testing.assert_allclose(eps_nothing + w * (eps_label - eps_nothing),
-                               -np.sqrt(1 - a) * MIXTURE.noised(a).guided_score(POINTS, 1, w), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        eps_nothing + w * (eps_label - eps_nothing), -np.sqrt(1 - a) * MIXTURE.noised(a).guided_score(POINTS, 1, w), rtol=1e-10, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("bad", [dict(means=[1.0, 2.0], std=1.0), dict(means=[[0, 0]], std=0.0),
-                                 dict(means=[[0, 0], [1, 1]], std=1.0, weights=[0.7, 0.7])])
+@pytest.mark.parametrize(
+    "bad", [dict(means=[1.0, 2.0], std=1.0), dict(means=[[0, 0]], std=0.0), dict(means=[[0, 0], [1, 1]], std=1.0, weights=[0.7, 0.7])]
+)
 def test_bad_mixtures_are_refused(bad):
     with pytest.raises(ValueError):
         GaussianMixture2D(**bad)

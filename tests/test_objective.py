@@ -63,7 +63,7 @@ def test_the_noise_predictor_of_a_v_network_shows_that_network():
     assert wrapped.conditional and wrapped.null_label == 10
     assert list(wrapped.parameters()) == list(network.parameters())
     with pytest.raises(AttributeError, match="no_such_thing"):
-        wrapped.no_such_thing
+        _ = wrapped.no_such_thing
     assert copy.deepcopy(wrapped).label_emb is not network.label_emb  # copies, as the EMA does, without recursing
 
 
@@ -77,8 +77,12 @@ def test_uniform_eps_loss_is_plain_mse():
 
 def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
     images = torch.zeros(640, 1, 28, 28)
-    trainer = Trainer(TrainConfig(out_dir=None, epochs=10, batch_size=64, lr=1e-3, warmup_steps=10, lr_schedule="cosine",
-                                  model=TINY_MODEL, device="cpu"), progress=False, images=images, labels=torch.zeros(640, dtype=torch.long))
+    trainer = Trainer(
+        TrainConfig(out_dir=None, epochs=10, batch_size=64, lr=1e-3, warmup_steps=10, lr_schedule="cosine", model=TINY_MODEL, device="cpu"),
+        progress=False,
+        images=images,
+        labels=torch.zeros(640, dtype=torch.long),
+    )
     assert trainer.total_steps == 100
     assert trainer.learning_rate(0) == pytest.approx(1e-4) and trainer.learning_rate(9) == pytest.approx(1e-3)
     assert trainer.learning_rate(55) == pytest.approx(0.5e-3) and trainer.learning_rate(100) == pytest.approx(0.0, abs=1e-12)

@@ -23,8 +23,9 @@ def test_retrain_headless(tmp_path):
     out_dir = tmp_path / "run"
     # A narrow network, n_evaluate at its minimum and a two-step ablation: the notebook's own measurements are not
     # what this test is about (and the narrow network checks that channels reaches every cell that builds one).
-    run_training(tmp_path, epochs=1, train_subset=2048, batch_size=32, channels=[8, 16, 16], out_dir=str(out_dir), n_evaluate=200,
-                 ablation_steps=2)
+    run_training(
+        tmp_path, epochs=1, train_subset=2048, batch_size=32, channels=[8, 16, 16], out_dir=str(out_dir), n_evaluate=200, ablation_steps=2
+    )
     assert (out_dir / "checkpoint.pt").exists() and (out_dir / "epoch_001.png").exists()
     with open(out_dir / "loss_history.csv") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
@@ -48,10 +49,28 @@ def test_help_notebook_documents_every_parameter():
         [sys.executable, "-m", "papermill", "--help-notebook", str(TRAINING)], capture_output=True, text=True, check=True
     )
     documented = result.stdout
-    names = ("epochs", "batch_size", "lr", "warmup_steps", "lr_schedule", "prediction", "loss_weighting", "schedule", "channels", "ema_decay",
-             "train_subset", "device", "amp", "out_dir", "resume", "seed", "n_evaluate", "ablation_steps")
+    names = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "warmup_steps",
+        "lr_schedule",
+        "prediction",
+        "loss_weighting",
+        "schedule",
+        "channels",
+        "ema_decay",
+        "train_subset",
+        "device",
+        "amp",
+        "out_dir",
+        "resume",
+        "seed",
+        "n_evaluate",
+        "ablation_steps",
+    )
     for name in names:
-        line = next((l for l in documented.splitlines() if l.strip().startswith(f"{name}:")), None)
+        line = next((text for text in documented.splitlines() if text.strip().startswith(f"{name}:")), None)
         assert line is not None, f"{name} missing from papermill --help-notebook"
         assert "(default" in line, f"{name} has no type/default: {line}"
     # Every parameter has a help text (papermill puts it after the default, possibly on the next line).
@@ -60,8 +79,21 @@ def test_help_notebook_documents_every_parameter():
 
 GUIDANCE = NOTEBOOKS / "04_guidance_and_fast_sampling.ipynb"
 GUIDANCE_PARAMETERS = (
-    "checkpoint", "device", "seed", "train_epochs", "train_subset", "train_batch_size", "train_lr", "train_channels", "train_out_dir",
-    "n_per_point", "guidance_weights", "guidance_steps", "step_counts", "guidance_for_steps", "include_ddpm",
+    "checkpoint",
+    "device",
+    "seed",
+    "train_epochs",
+    "train_subset",
+    "train_batch_size",
+    "train_lr",
+    "train_channels",
+    "train_out_dir",
+    "n_per_point",
+    "guidance_weights",
+    "guidance_steps",
+    "step_counts",
+    "guidance_for_steps",
+    "include_ddpm",
 )
 
 
@@ -71,7 +103,7 @@ def test_help_notebook_documents_the_guidance_parameters():
         [sys.executable, "-m", "papermill", "--help-notebook", str(GUIDANCE)], capture_output=True, text=True, check=True
     )
     for name in GUIDANCE_PARAMETERS:
-        line = next((l for l in result.stdout.splitlines() if l.strip().startswith(f"{name}:")), None)
+        line = next((text for text in result.stdout.splitlines() if text.strip().startswith(f"{name}:")), None)
         assert line is not None and "(default" in line, f"{name} is not documented by papermill --help-notebook"
     assert result.stdout.count("(default") == len(GUIDANCE_PARAMETERS)
 
@@ -84,6 +116,11 @@ def test_help_notebook_documents_the_guidance_parameters():
 def test_guidance_notebook_refuses_nonsense_naming_the_parameter(tmp_path, name, value, message):
     with pytest.raises(papermill.PapermillExecutionError) as error:
         papermill.execute_notebook(
-            str(GUIDANCE), str(tmp_path / "04_out.ipynb"), parameters={name: value}, cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False
+            str(GUIDANCE),
+            str(tmp_path / "04_out.ipynb"),
+            parameters={name: value},
+            cwd=str(NOTEBOOKS),
+            kernel_name="python3",
+            progress_bar=False,
         )
     assert message in str(error.value)

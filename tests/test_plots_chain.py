@@ -4,12 +4,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from matplotlib.figure import Figure
 
-from ddpm_lib import plots  # noqa: E402
+from ddpm_lib import plots
 
 TS = [0, 1, 300, 301, 1000]
 
@@ -56,7 +56,9 @@ def test_a_figure_is_drawn_without_error():
         plt.close(figure)
 
 
-@pytest.mark.parametrize("images, ts", [(chain_images(3), [0, 1]), (chain_images(3), [0, 5, 5]), (chain_images(2), [3, 1]), (chain_images(1), [-1])])
+@pytest.mark.parametrize(
+    "images, ts", [(chain_images(3), [0, 1]), (chain_images(3), [0, 5, 5]), (chain_images(2), [3, 1]), (chain_images(1), [-1])]
+)
 def test_mismatched_or_unordered_timesteps_are_refused(images, ts):
     with pytest.raises(ValueError):
         plots.plot_markov_chain(images, ts)

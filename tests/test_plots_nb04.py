@@ -6,7 +6,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from ddpm_lib.plots import plot_model_rows  # noqa: E402
+from ddpm_lib.plots import plot_model_rows
 
 
 def batch(n=20):
@@ -14,7 +14,9 @@ def batch(n=20):
 
 
 def test_one_row_of_panels_per_model_titled_by_setting():
-    figure = plot_model_rows({"yours": {"w = 0": batch(), "w = 1": batch()}, "shipped": {"w = 0: 3 of 20": batch(), "w = 1: 20 of 20": batch()}})
+    figure = plot_model_rows(
+        {"yours": {"w = 0": batch(), "w = 1": batch()}, "shipped": {"w = 0: 3 of 20": batch(), "w = 1: 20 of 20": batch()}}
+    )
     titles = [ax.get_title() for ax in figure.axes]
     assert titles == ["w = 0", "w = 1", "w = 0: 3 of 20", "w = 1: 20 of 20"]
     assert [ax.get_ylabel() for ax in figure.axes] == ["yours", "", "shipped", ""]

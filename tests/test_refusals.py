@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 from safetensors.torch import save_file
 
 import ddpm_lib.checkpoint as checkpoint
@@ -26,8 +27,6 @@ from ddpm_lib.config import TrainConfig
 from ddpm_lib.data import MNISTUnavailable, ensure_mnist, raw_dir
 from ddpm_lib.pretrained import ASSETS
 from ddpm_lib.unet import SimpleUNet, UNetConfig
-
-from conftest import TINY_MODEL
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSIFIER_WEIGHTS = ASSETS / "ddpm_mnist_classifier.safetensors"
@@ -237,7 +236,9 @@ def test_a_full_disk_while_fetching_is_one_line_and_leaves_no_file(tmp_path, tin
     used = fetches(fill_the_disk)
     with pytest.raises(MNISTUnavailable) as refused:
         ensure_mnist(tmp_path, quiet=True)
-    assert one_line(refused.value).startswith(f"no space left on device while fetching MNIST into {raw_dir(tmp_path)}; nothing was put in place")
+    assert one_line(refused.value).startswith(
+        f"no space left on device while fetching MNIST into {raw_dir(tmp_path)}; nothing was put in place"
+    )
     assert len(used) == 1, "the second source would only fill the disk again"
     assert list(raw_dir(tmp_path).iterdir()) == []
 
@@ -357,7 +358,14 @@ def test_what_the_kernel_writes_to_stderr_goes_to_the_log_not_the_terminal(tmp_p
 def tiny_notebook(path: Path, check: str) -> Path:
     """A notebook with a parameters cell (digits = 1) and one cell of code."""
     cells = [
-        {"id": "parameters", "cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "digits = 1", "outputs": [], "execution_count": None},
+        {
+            "id": "parameters",
+            "cell_type": "code",
+            "metadata": {"tags": ["parameters"]},
+            "source": "digits = 1",
+            "outputs": [],
+            "execution_count": None,
+        },
         {"id": "check", "cell_type": "code", "metadata": {}, "source": check, "outputs": [], "execution_count": None},
     ]
     kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}

@@ -29,7 +29,16 @@ BUILT_IN = ("ddim", "ddpm")
 def ddim_with_fresh_noise(model, schedule, n, *, steps, eta, seed, clip_x0, return_trajectory, x_T, guidance):
     del eta  # fixed at 1: DDPM's step variance on DDIM's subset of timesteps
     return sampling.ddim_sample(
-        model, schedule, n, steps=steps, eta=1.0, seed=seed, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance
+        model,
+        schedule,
+        n,
+        steps=steps,
+        eta=1.0,
+        seed=seed,
+        clip_x0=clip_x0,
+        return_trajectory=return_trajectory,
+        x_T=x_T,
+        guidance=guidance,
     )
 
 
@@ -45,7 +54,7 @@ def registered(sampler: Sampler):
         yield sampler
     finally:
         del SAMPLER_REGISTRY[sampler.name]
-    assert SAMPLER_REGISTRY == before
+    assert before == SAMPLER_REGISTRY
 
 
 @pytest.fixture
@@ -130,6 +139,8 @@ def test_a_report_counts_the_steps_the_schedule_really_has():
     assert str(ddim).startswith("samples (DDIM, 50 steps, drawn in 3 s)")
 
 
-@pytest.mark.parametrize(("name", "steps", "timesteps", "words"), [("ddpm", 50, 300, "DDPM, 300 steps"), ("ddim", 20, 300, "DDIM, 20 steps")])
+@pytest.mark.parametrize(
+    ("name", "steps", "timesteps", "words"), [("ddpm", 50, 300, "DDPM, 300 steps"), ("ddim", 20, 300, "DDIM, 20 steps")]
+)
 def test_samplers_describe_their_runs_with_the_steps_they_take(name, steps, timesteps, words):
     assert get_sampler(name).describe(steps, timesteps) == words

@@ -58,9 +58,8 @@ def lock_holder():
 @posix_only
 def test_a_second_writer_is_refused_naming_the_first(tmp_path, lock_holder):
     holder = lock_holder(tmp_path / "run")
-    with pytest.raises(RunFolderBusy) as refused:
-        with RunLock(tmp_path / "run"):
-            pytest.fail("two writers held the same run folder")
+    with pytest.raises(RunFolderBusy) as refused, RunLock(tmp_path / "run"):
+        pytest.fail("two writers held the same run folder")
     message = str(refused.value)
     assert f"pid {holder.pid}" in message and "\n" not in message
     assert "another run folder" in message and str(tmp_path / "run") in message
@@ -91,19 +90,16 @@ def test_a_cleanly_released_lock_leaves_nothing_to_take_over(tmp_path):
 
 @pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
 def test_the_lock_is_released_on_errors_and_ctrl_c(tmp_path, interruption):
-    with pytest.raises(interruption):
-        with RunLock(tmp_path / "run"):
-            raise interruption()
+    with pytest.raises(interruption), RunLock(tmp_path / "run"):
+        raise interruption()
     with RunLock(tmp_path / "run") as again:
         assert again.note is None
 
 
 def test_the_same_process_cannot_write_one_folder_twice(tmp_path):
     # A notebook kernel re-running a training cell while an earlier run still holds the folder.
-    with RunLock(tmp_path / "run"):
-        with pytest.raises(RunFolderBusy, match="this same process"):
-            with RunLock(tmp_path / "run"):
-                pass
+    with RunLock(tmp_path / "run"), pytest.raises(RunFolderBusy, match="this same process"), RunLock(tmp_path / "run"):
+        pass
 
 
 @posix_only
@@ -121,9 +117,8 @@ def test_a_lock_file_deleted_before_it_was_locked_is_not_trusted(tmp_path, monke
     monkeypatch.setattr(runfolder, "_try_lock", holder_releases_in_between)
     with RunLock(tmp_path / "run"):
         monkeypatch.setattr(runfolder, "_try_lock", real_try_lock)
-        with pytest.raises(RunFolderBusy):
-            with RunLock(tmp_path / "run"):
-                pass
+        with pytest.raises(RunFolderBusy), RunLock(tmp_path / "run"):
+            pass
     assert releases, "the release was not imitated"
 
 
@@ -316,7 +311,6 @@ def test_set_aside_keeps_every_earlier_run_beside_the_new_one(tmp_path):
 
 def test_set_aside_leaves_a_run_that_is_still_being_written(tmp_path):
     run = tmp_path / "02_training"
-    with RunLock(run):
-        with pytest.raises(RunFolderBusy):
-            set_aside(run)
+    with RunLock(run), pytest.raises(RunFolderBusy):
+        set_aside(run)
     assert run.is_dir() and not (tmp_path / "02_training.previous-1").exists()

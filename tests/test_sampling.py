@@ -18,6 +18,7 @@ from the library's derived buffers. T = 50 keeps every test fast.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -28,8 +29,6 @@ from ddpm_lib.sampling import SAMPLER_REGISTRY, ddim_sample, ddim_timesteps, ddp
 from ddpm_lib.schedule import NoiseSchedule
 
 T = 50
-
-
 
 
 class Consts:
@@ -229,7 +228,7 @@ def test_predict_clips_x0_and_keeps_eps_consistent_with_eq_4():
     model = PointOracle(schedule, wobble=0.5)
     x_t = 3 * torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(5))
     t = 40
-    raw_eps, raw_x0 = predict(model, schedule, x_t, t, clip_x0=False)
+    _, raw_x0 = predict(model, schedule, x_t, t, clip_x0=False)
     assert raw_x0.abs().max() > 1  # the wobble pushes the guess out of range: clipping matters
     eps, x0 = predict(model, schedule, x_t, t, clip_x0=True)
     torch.testing.assert_close(x0, raw_x0.clamp(-1, 1))
@@ -291,7 +290,7 @@ def test_ddim_timesteps_1000_50():
     ts = ddim_timesteps(1000, 50)
     assert len(ts) == 50 and len(set(ts)) == 50
     assert ts[0] == 999 and ts[-1] == 0
-    assert all(a > b for a, b in zip(ts, ts[1:]))
+    assert all(a > b for a, b in itertools.pairwise(ts))
 
 
 @pytest.mark.parametrize("total", [50, 1000])
@@ -300,10 +299,10 @@ def test_ddim_timesteps_for_every_step_count(total):
         ts = ddim_timesteps(total, steps)
         assert len(ts) == steps, steps
         assert ts[0] == total - 1 and ts[-1] == 0, steps
-        assert all(a > b for a, b in zip(ts, ts[1:])), steps
+        assert all(a > b for a, b in itertools.pairwise(ts)), steps
         # Evenly spaced: every gap within one of (total - 1) / (steps - 1).
         gap = (total - 1) / (steps - 1)
-        assert all(abs((a - b) - gap) <= 1 for a, b in zip(ts, ts[1:])), steps
+        assert all(abs((a - b) - gap) <= 1 for a, b in itertools.pairwise(ts)), steps
 
 
 def test_single_step_ddim_starts_from_the_noisiest_timestep():

@@ -25,8 +25,6 @@ from ddpm_lib.schedule import SCHEDULE_REGISTRY, NoiseSchedule
 T = 1000
 
 
-
-
 # ---------------------------------------------------------------- references
 
 

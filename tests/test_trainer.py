@@ -137,9 +137,8 @@ def test_a_second_writer_is_refused_and_the_folder_untouched(tiny_config):
     from ddpm_lib.runfolder import RunFolderBusy, RunLock
 
     config = tiny_config()
-    with RunLock(config.out_dir):
-        with pytest.raises(RunFolderBusy, match="in use"):
-            train(config, progress=False)
+    with RunLock(config.out_dir), pytest.raises(RunFolderBusy, match="in use"):
+        train(config, progress=False)
     assert not (Path(config.out_dir) / "checkpoint.pt").exists()
 
 

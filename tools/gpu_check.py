@@ -32,8 +32,10 @@ def compare(precision: str, steps: int = 40, batch_size: int = 256) -> str:
     loss_gap = ((graphed_losses - plain_losses).abs() / plain_losses.abs()).max().item()
     weights = [(g - p).norm() / p.norm() for g, p in zip(graphed.model.parameters(), plain.model.parameters())]
     ema = [(g - p).norm() / p.norm().clamp(min=1e-12) for g, p in zip(graphed.ema.model.parameters(), plain.ema.model.parameters())]
-    return (f"{precision}: graph recorded={graphed.graphed}; {steps} steps; largest relative loss difference {loss_gap:.2e}; "
-            f"weights {max(weights).item():.2e}; EMA {max(ema).item():.2e}; final loss plain {plain_losses[-1]:.4f} graph {graphed_losses[-1]:.4f}")
+    return (
+        f"{precision}: graph recorded={graphed.graphed}; {steps} steps; largest relative loss difference {loss_gap:.2e}; "
+        f"weights {max(weights).item():.2e}; EMA {max(ema).item():.2e}; final loss plain {plain_losses[-1]:.4f} graph {graphed_losses[-1]:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ COLAB_URL = re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w
 def repository_url(root: Path = REPO_ROOT) -> str:
     found = REPOSITORY_LINE.findall((root / "pyproject.toml").read_text())
     if len(found) != 1:
-        raise ValueError(f"expected one Repository = \"...\" line in {root / 'pyproject.toml'}, found {len(found)}")
+        raise ValueError(f'expected one Repository = "..." line in {root / "pyproject.toml"}, found {len(found)}')
     return found[0]
 
 

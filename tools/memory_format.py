@@ -49,9 +49,11 @@ def milliseconds(model: torch.nn.Module, batch: int, gradients: bool, input_form
 
 def main() -> None:
     default_threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}; time per call, fastest of {ROUNDS} rounds (saved against NCHW)\n\n"
-          "| threads | what | widths | batch | NCHW (ms) | network in channels_last (ms) | network and input in channels_last (ms) |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        f"torch {torch.__version__}; time per call, fastest of {ROUNDS} rounds (saved against NCHW)\n\n"
+        "| threads | what | widths | batch | NCHW (ms) | network in channels_last (ms) | network and input in channels_last (ms) |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for threads in sorted({1, default_threads}):
         torch.set_num_threads(threads)
         for what, widths, batch, gradients in CASES:
@@ -62,8 +64,11 @@ def main() -> None:
             runs = [(model, torch.contiguous_format), (twin, torch.contiguous_format), (twin, torch.channels_last)]
             rounds = [[milliseconds(net, batch, gradients, fmt) for net, fmt in runs] for _ in range(ROUNDS)]
             plain, model_only, both = (min(times) for times in zip(*rounds))
-            print(f"| {threads} | {what} | {'-'.join(map(str, widths))} | {batch} | {plain:.0f} | {model_only:.0f} ({1 - model_only / plain:.0%}) "
-                  f"| {both:.0f} ({1 - both / plain:.0%}) |", flush=True)
+            print(
+                f"| {threads} | {what} | {'-'.join(map(str, widths))} | {batch} | {plain:.0f} | {model_only:.0f} ({1 - model_only / plain:.0%}) "
+                f"| {both:.0f} ({1 - both / plain:.0%}) |",
+                flush=True,
+            )
     torch.set_num_threads(default_threads)
 
 

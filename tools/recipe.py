@@ -36,23 +36,26 @@ NOTEBOOK_02 = {"loss_weighting": "min_snr", "lr": 4e-3}  # notebook 02's CPU def
 NOTEBOOK_02_V_BATCH_64 = {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "batch_size": 64}
 VARIANTS = {
     "baseline": OLD_DEFAULT,
-    **{name: {**OLD_DEFAULT, **change} for name, change in {
-        "ema_0.99": {"ema_decay": 0.99},
-        "ema_0.995": {"ema_decay": 0.995},
-        "ema_off": {"ema_decay": 0.0},
-        "min_snr": {"loss_weighting": "min_snr"},
-        "v": {"prediction": "v"},
-        "v_min_snr": {"prediction": "v", "loss_weighting": "min_snr"},
-        "cosine_schedule": {"schedule": "cosine"},
-        "lr_1e-3": {"lr": 1e-3},
-        "lr_4e-3": {"lr": 4e-3},
-        "batch_64": {"batch_size": 64},
-        "batch_32": {"batch_size": 32},
-        "batch_32_lr_1e-3": {"batch_size": 32, "lr": 1e-3},
-        "no_attention": {"model": {"attention": False}},
-        "narrow_8_16_32": {"model": {"channels": (8, 16, 32)}},
-        "wide_32_64_128": {"model": {"channels": (32, 64, 128)}},
-    }.items()},
+    **{
+        name: {**OLD_DEFAULT, **change}
+        for name, change in {
+            "ema_0.99": {"ema_decay": 0.99},
+            "ema_0.995": {"ema_decay": 0.995},
+            "ema_off": {"ema_decay": 0.0},
+            "min_snr": {"loss_weighting": "min_snr"},
+            "v": {"prediction": "v"},
+            "v_min_snr": {"prediction": "v", "loss_weighting": "min_snr"},
+            "cosine_schedule": {"schedule": "cosine"},
+            "lr_1e-3": {"lr": 1e-3},
+            "lr_4e-3": {"lr": 4e-3},
+            "batch_64": {"batch_size": 64},
+            "batch_32": {"batch_size": 32},
+            "batch_32_lr_1e-3": {"batch_size": 32, "lr": 1e-3},
+            "no_attention": {"model": {"attention": False}},
+            "narrow_8_16_32": {"model": {"channels": (8, 16, 32)}},
+            "wide_32_64_128": {"model": {"channels": (32, 64, 128)}},
+        }.items()
+    },
     # Combinations, for the CPU's few minutes: min-SNR won the GPU screen at equal steps.
     "min_snr_narrow": {"loss_weighting": "min_snr", "model": {"channels": (8, 16, 32)}},
     "min_snr_narrow_batch_64": {"loss_weighting": "min_snr", "batch_size": 64, "model": {"channels": (8, 16, 32)}},
@@ -61,13 +64,16 @@ VARIANTS = {
     "min_snr_lr_4e-3": NOTEBOOK_02,
     "min_snr_no_attention": {"loss_weighting": "min_snr", "model": {"attention": False}},
     # Single changes to notebook 02's three-minute recipe (min_snr_lr_4e-3).
-    **{f"nb02_{name}": {**NOTEBOOK_02, **change} for name, change in {
-        "ema_off": {"ema_decay": 0.0},
-        "v": {"prediction": "v"},
-        "cosine_schedule": {"schedule": "cosine"},
-        "no_attention": {"model": {"attention": False}},
-        "batch_64": {"batch_size": 64},
-    }.items()},
+    **{
+        f"nb02_{name}": {**NOTEBOOK_02, **change}
+        for name, change in {
+            "ema_off": {"ema_decay": 0.0},
+            "v": {"prediction": "v"},
+            "cosine_schedule": {"schedule": "cosine"},
+            "no_attention": {"model": {"attention": False}},
+            "batch_64": {"batch_size": 64},
+        }.items()
+    },
     # Notebook 02's run exactly (3 epochs of 12,000 digits = 279 steps), with a constant or a cosine learning rate.
     "nb02_subset": {**NOTEBOOK_02, "train_subset": 12_000},
     "nb02_subset_cosine_lr": {**NOTEBOOK_02, "train_subset": 12_000, "lr_schedule": "cosine"},
@@ -76,25 +82,42 @@ VARIANTS = {
     "nb02_subset_v_cosine_lr": {**NOTEBOOK_02, "train_subset": 12_000, "prediction": "v", "lr_schedule": "cosine"},
     # The same 3 epochs at batch 64 (561 smaller steps for about the same CPU minutes: notebook 02's
     # defaults now), and single changes to it.
-    **{f"nb02_subset_v_batch_64{name}": {**NOTEBOOK_02_V_BATCH_64, **change} for name, change in {
-        "": {},
-        "_cosine_lr": {"lr_schedule": "cosine"},
-        "_lr_2e-3": {"lr": 2e-3},
-        "_lr_8e-3": {"lr": 8e-3},
-        "_warmup_25": {"warmup_steps": 25},
-        "_cosine_schedule": {"schedule": "cosine"},
-        "_cosine_lr_6e-3": {"lr_schedule": "cosine", "lr": 6e-3},
-        "_ema_off": {"ema_decay": 0.0},
-        "_cosine_lr_ema_warmup_3": {"lr_schedule": "cosine", "ema_warmup": 3},
-        "_cosine_lr_ema_warmup_25": {"lr_schedule": "cosine", "ema_warmup": 25},
-        "_no_attention": {"model": {"attention": False}},
-        "_cosine_lr_cosine_schedule": {"lr_schedule": "cosine", "schedule": "cosine"},
-        # Smaller steps again: the same 3 epochs at batch 32 are 1,125 steps (--steps 1125).
-        "_cosine_lr_batch_32": {"lr_schedule": "cosine", "batch_size": 32},
-        "_cosine_lr_batch_32_lr_3e-3": {"lr_schedule": "cosine", "batch_size": 32, "lr": 3e-3},
-    }.items()},
+    **{
+        f"nb02_subset_v_batch_64{name}": {**NOTEBOOK_02_V_BATCH_64, **change}
+        for name, change in {
+            "": {},
+            "_cosine_lr": {"lr_schedule": "cosine"},
+            "_lr_2e-3": {"lr": 2e-3},
+            "_lr_8e-3": {"lr": 8e-3},
+            "_warmup_25": {"warmup_steps": 25},
+            "_cosine_schedule": {"schedule": "cosine"},
+            "_cosine_lr_6e-3": {"lr_schedule": "cosine", "lr": 6e-3},
+            "_ema_off": {"ema_decay": 0.0},
+            "_cosine_lr_ema_warmup_3": {"lr_schedule": "cosine", "ema_warmup": 3},
+            "_cosine_lr_ema_warmup_25": {"lr_schedule": "cosine", "ema_warmup": 25},
+            "_no_attention": {"model": {"attention": False}},
+            "_cosine_lr_cosine_schedule": {"lr_schedule": "cosine", "schedule": "cosine"},
+            # Smaller steps again: the same 3 epochs at batch 32 are 1,125 steps (--steps 1125).
+            "_cosine_lr_batch_32": {"lr_schedule": "cosine", "batch_size": 32},
+            "_cosine_lr_batch_32_lr_3e-3": {"lr_schedule": "cosine", "batch_size": 32, "lr": 3e-3},
+        }.items()
+    },
 }
-COLUMNS = ("variant", "device", "mark", "steps", "images", "train_seconds", "n", "confident", "fid", "floor_fid", "fid_ratio", "changes", "eta")
+COLUMNS = (
+    "variant",
+    "device",
+    "mark",
+    "steps",
+    "images",
+    "train_seconds",
+    "n",
+    "confident",
+    "fid",
+    "floor_fid",
+    "fid_ratio",
+    "changes",
+    "eta",
+)
 
 
 def variant_config(name: str, base: TrainConfig, extra: dict | None = None) -> TrainConfig:
@@ -131,7 +154,10 @@ def row_label(row: dict) -> str:
 
 def markdown_table(paths: list[str]) -> str:
     """The rows of one or more CSV files as a Markdown table: one line per variant (and eta), one column per mark."""
-    rows = [row for path in paths for row in csv.DictReader(open(path))]
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            rows += csv.DictReader(f)
     marks = sorted({row["mark"] for row in rows}, key=lambda m: float(m.split()[0]))
     variants = list(dict.fromkeys(row_label(row) for row in rows))
     cell = {(row_label(row), row["mark"]): f"{float(row['fid']):.3g} / {float(row['confident']):.0%}" for row in rows}
@@ -158,7 +184,12 @@ def main(argv=None) -> int:
     marks.add_argument("--minutes", type=numbers, help="comma-separated minutes of training at which to measure")
     marks.add_argument("--steps", type=numbers, help="comma-separated step counts at which to measure")
     parser.add_argument("--n", type=int, default=2000, help="digits drawn at each mark")
-    parser.add_argument("--eta", type=numbers, default=[0.0], help="comma-separated DDIM noise levels to sample with at each mark: 0 deterministic, 1 stochastic")
+    parser.add_argument(
+        "--eta",
+        type=numbers,
+        default=[0.0],
+        help="comma-separated DDIM noise levels to sample with at each mark: 0 deterministic, 1 stochastic",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", default="auto")
     parser.add_argument("--out", required=True, help="CSV file; rows are appended")
@@ -183,8 +214,11 @@ def main(argv=None) -> int:
             for row in measure(name, variant_config(name, base), points, by, args.n, tuple(args.eta)):
                 writer.writerow(row)
                 f.flush()
-                print(f"{name:>18}  {row['mark']:>12}  {row['steps']:>6} steps  eta {row['eta']:g}  {row['confident']:.1%} confident  "
-                      f"FID {row['fid']:.3f} ({row['fid_ratio']}x floor)  [{time.perf_counter() - start:.0f} s]", flush=True)
+                print(
+                    f"{name:>18}  {row['mark']:>12}  {row['steps']:>6} steps  eta {row['eta']:g}  {row['confident']:.1%} confident  "
+                    f"FID {row['fid']:.3f} ({row['fid_ratio']}x floor)  [{time.perf_counter() - start:.0f} s]",
+                    flush=True,
+                )
     return 0
 
 

@@ -144,7 +144,9 @@ def duration(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--from-02", action="store_true", help="sample in notebook 03 from the checkpoint notebook 02 trains, not the shipped weights")
+    parser.add_argument(
+        "--from-02", action="store_true", help="sample in notebook 03 from the checkpoint notebook 02 trains, not the shipped weights"
+    )
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where the executed notebooks, HTML and pictures go")
     args = parser.parse_args(argv)
     runs = args.runs.resolve()

@@ -39,7 +39,7 @@ def images_per_second(threads: int | None, wait_policy: str | None, seconds: flo
 def main(seconds: float = 8.0) -> None:
     cores = os.cpu_count() or 1
     settings = [(threads, policy) for threads in sorted({1, cores}) for policy in (None, "PASSIVE")] + [(None, None)]
-    print(f"| threads | OMP_WAIT_POLICY | idle (img/s) | beside one busy process (img/s) |\n|---|---|---|---|")
+    print("| threads | OMP_WAIT_POLICY | idle (img/s) | beside one busy process (img/s) |\n|---|---|---|---|")
     for threads, policy in settings:
         idle = images_per_second(threads, policy, seconds)
         busy = subprocess.Popen([sys.executable, "-c", BUSY])
