@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# The torch CI and the README's numbers use; override for another platform, e.g.
+# The torch CI and the measurements in assets/measurements/ use; override for another platform, e.g.
 #   make run TORCH="torch torchvision"
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUNS   := runs
@@ -36,7 +36,7 @@ run: data
 # One pytest for the unit tests and the notebooks, spread over the cores by pytest-xdist (a file,
 # and so a notebook, stays on one worker); the notebooks, the longest files, are handed out first so
 # that no worker starts one near the end. One torch thread per worker: several multi-threaded
-# torch processes on the same cores spin-wait for each other (README, Benchmarks).
+# torch processes on the same cores spin-wait for each other (assets/measurements/BENCHMARKS.md).
 test: data lint
 	bash tests/install_browser.sh $(VENV)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile notebooks tests --nbval -p no:cacheprovider --durations=15
