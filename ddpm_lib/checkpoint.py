@@ -7,10 +7,13 @@ Two file kinds, neither of which can run code when read:
 - ``*.safetensors``: just one set of weights, with the config in its metadata
   (the EMA weights a run writes, the shipped weights, the classifier).
 
-Before a network is built from either, its recorded config is checked and the
+Before a network is built from either, its recorded config is checked, the
 tensors' names and shapes are compared with that network's (built on the meta
-device, which allocates nothing): a damaged or crafted file is one line, not
-a traceback or a request for terabytes.
+device, which allocates nothing) and their values must be finite; before a run
+is resumed, the checkpoint's bookkeeping (epoch, step, losses, random state,
+optimizer) is checked too (``check_training_state``): a damaged or crafted file
+is one line naming what is wrong, not a traceback, a request for terabytes, or
+a run of blank digits.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -27,12 +31,14 @@ from .config import TrainConfig
 from .device import resolve_device
 from .objective import noise_predictor
 from .pretrained import shipped_path
+from .runfolder import REGULAR_FILE, file_kind, new_file_mode
 from .schedule import NoiseSchedule
 from .unet import SimpleUNet, UNetConfig
 
 CHECKPOINT_FORMAT = "ddpm_lib.checkpoint/1"
 CHECKPOINT_NAME = "checkpoint.pt"
 EMA_WEIGHTS_NAME = "ema.safetensors"  # just the averaged weights, for sampling and shipping
+DIGIT_CLASSES = 10  # what a conditional model is asked for when it is sampled: the digits 0 to 9
 
 
 class CheckpointError(RuntimeError):
@@ -45,11 +51,19 @@ def build_model(config: TrainConfig, device: torch.device) -> SimpleUNet:
     return SimpleUNet(config.model).to(device, memory_format=torch.channels_last)
 
 
+def _check_is_a_file(path: Path, what: str) -> None:
+    """Refuse a missing path, a folder, or a FIFO (reading one would wait forever for a writer) before opening it."""
+    kind = file_kind(path)
+    if kind is None:
+        raise CheckpointError(f"no {what} at {path}")
+    if kind != REGULAR_FILE:
+        raise CheckpointError(f"{path} is {kind}, not a {what}; give the path of the file itself")
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load and sanity-check a training checkpoint (weights only, no pickled code)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+    _check_is_a_file(path, "checkpoint")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -96,6 +110,13 @@ def _check_tensors_fit(state, model: UNetConfig, path) -> None:
             + (f", and {len(problems) - 1} more differences" if len(problems) > 1 else "")
             + "; the file is damaged or its metadata was edited"
         )
+    not_finite = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if not_finite:
+        raise CheckpointError(
+            f"{path}: {not_finite[0]}"
+            + (f" and {len(not_finite) - 1} more tensors hold" if len(not_finite) > 1 else " holds")
+            + " NaN or infinite values, which draw no digits; the file is damaged or its run diverged: use an earlier checkpoint or train again"
+        )
 
 
 def save_weights(state_dict: dict, path: Path, config: dict) -> None:
@@ -106,15 +127,14 @@ def save_weights(state_dict: dict, path: Path, config: dict) -> None:
     save_file(tensors, str(path), metadata={"config": json.dumps(config)})
     # safetensors makes its files private (0600) whatever the umask; give this one the mode any new file
     # gets, as checkpoint.pt has, so that weights in a shared folder can be read by whoever may read the rest.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, new_file_mode())
 
 
 def read_weights(path: Path) -> tuple[dict, dict]:
     """(state_dict, config) of a safetensors file written by ``save_weights``."""
     from safetensors import safe_open
 
+    _check_is_a_file(Path(path), "weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             config = json.loads((f.metadata() or {})["config"])
@@ -147,26 +167,96 @@ def load_weights(path: str | Path, device: str = "auto") -> tuple[nn.Module, Noi
     return _ready_to_sample(config, state, device)
 
 
-def load_model(checkpoint: str | Path | None = None, device: str = "auto", conditional: bool = False):
+def load_model(checkpoint: str | Path | None = None, device: str = "auto", conditional: bool = False, remedy: str | None = None):
     """A training checkpoint (.pt), a weights file (.safetensors), or the shipped model when None.
 
     ``conditional`` picks the shipped class-conditional model, and for a given
-    checkpoint insists that it is one (and otherwise that it is not).
+    checkpoint insists that it is one, of the ten digits (and otherwise that it is not).
+    ``remedy`` is what to do about a checkpoint of the other kind, in the words of
+    whoever gave it (a notebook names its own parameter); by default the command
+    line's flags.
     """
     if checkpoint is None:
         return load_weights(shipped_path("conditional" if conditional else "unconditional"), device)
     loader = load_weights if str(checkpoint).endswith(".safetensors") else load_checkpoint
     model, schedule, config = loader(checkpoint, device)
     if model.conditional != conditional:
-        raise ValueError(
-            f"{checkpoint} is {'a class-conditional' if model.conditional else 'an unconditional'} model; "
-            + (
-                "add --conditional (Python: conditional=True)"
-                if model.conditional
-                else "drop --conditional or train one with --conditional"
-            )
+        flags = (
+            "add --conditional (Python: conditional=True)" if model.conditional else "drop --conditional or train one with --conditional"
+        )
+        raise ValueError(f"{checkpoint} is {'a class-conditional' if model.conditional else 'an unconditional'} model; {remedy or flags}")
+    if conditional and config.model.num_classes != DIGIT_CLASSES:
+        raise CheckpointError(
+            f"{checkpoint} is a class-conditional model of {config.model.num_classes} classes, not of the {DIGIT_CLASSES} digits "
+            f"that sampling asks for; give a model trained on MNIST with --conditional"
         )
     return model, schedule, config
+
+
+def damaged_field(path, field: str, problem: str) -> CheckpointError:
+    """The one line for a checkpoint whose ``field`` a resumed run cannot continue from."""
+    return CheckpointError(
+        f"{path}: {field} {problem}; the checkpoint is damaged or was edited, so the run cannot go on from it: "
+        f"restore the file, or start a new run in another out_dir"
+    )
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def epoch_ends(ckpt: dict) -> list[int]:
+    """The step count at the end of each finished epoch. Checkpoints that do not record them ran
+    every epoch at one batch size, so their epochs are equal parts of the steps."""
+    if "epoch_ends" in ckpt:
+        return list(ckpt["epoch_ends"])
+    epoch, step = ckpt["epoch"], ckpt["step"]
+    return [step * (k + 1) // epoch for k in range(epoch)]
+
+
+def check_training_state(ckpt: dict, path) -> None:
+    """Refuse, naming the field, a checkpoint (already read by ``read_checkpoint``) whose bookkeeping a
+    resumed run could not continue from: the epoch and step, one loss per step, the epochs' ends, the
+    random state, the optimizer's and loss scaler's state and the history of changed settings.
+
+    Whether the random state and the optimizer's state fit this trainer is for ``Trainer`` to find
+    out as it loads them (``damaged_field`` gives its line).
+    """
+    epoch, step, losses = ckpt.get("epoch"), ckpt.get("step"), ckpt.get("losses")
+    if not _is_count(epoch) or epoch < 1:
+        raise damaged_field(path, "epoch", f"must be a whole number, at least 1, not {epoch!r}")
+    if not _is_count(step) or step < epoch:
+        raise damaged_field(path, "step", f"must be a whole number, at least the epoch ({epoch}), not {step!r}")
+    if not isinstance(losses, torch.Tensor) or losses.dim() != 1 or not losses.is_floating_point():
+        raise damaged_field(path, "losses", f"must be a one-dimensional tensor of numbers, not {type(losses).__name__}")
+    if len(losses) != step:
+        raise damaged_field(path, "losses", f"holds {len(losses)} values for {step} steps")
+    ends = ckpt.get("epoch_ends")
+    if ends is not None and not (
+        isinstance(ends, list)
+        and len(ends) == epoch
+        and all(_is_count(end) for end in ends)
+        and all(a < b for a, b in pairwise([0, *ends]))
+        and ends[-1] == step
+    ):
+        raise damaged_field(path, "epoch_ends", f"must list the step at which each of the {epoch} epochs ended, rising to {step}")
+    rng = ckpt.get("rng")
+    if not isinstance(rng, dict) or not isinstance(rng.get("noise"), torch.Tensor) or rng["noise"].dtype != torch.uint8:
+        raise damaged_field(path, "rng", "must hold the noise generator's state as bytes (rng.noise)")
+    optimizer = ckpt.get("optimizer")
+    if (
+        not isinstance(optimizer, dict)
+        or not isinstance(optimizer.get("state"), dict)
+        or not isinstance(optimizer.get("param_groups"), list)
+    ):
+        raise damaged_field(path, "optimizer", "must hold AdamW's state and parameter groups")
+    if not isinstance(ckpt.get("scaler"), dict):
+        raise damaged_field(path, "scaler", "must hold the loss scaler's state (a table, empty without fp16)")
+    history = ckpt.get("history", [])
+    if not isinstance(history, list) or not all(
+        isinstance(entry, dict) and _is_count(entry.get("step")) and isinstance(entry.get("changes"), list) for entry in history
+    ):
+        raise damaged_field(path, "history", "must list the changed settings, each with the step it took effect")
 
 
 def checkpoint_state(config: TrainConfig, **state) -> dict:

@@ -5,7 +5,7 @@ with another from its folder alone. The defaults train what the shipped weights
 learned (the v target, the cosine noise schedule, min-SNR-5) at a batch size and
 a constant learning rate that suit a run of open length; notebook 02's CPU recipe
 for a fixed three epochs (batch 64, lr 4e-3, cosine decay) measured faster there
-(README, "The training recipe"). Each field says what it does and why it has its value.
+(assets/measurements/RECIPE.md). Each field says what it does and why it has its value.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 
 from .data import TRAINING_DIGITS
-from .device import PRECISIONS
+from .device import ADAPTIVE_THREADS, PRECISIONS
 from .objective import PREDICTIONS, WEIGHTINGS, Objective
 from .schedule import SCHEDULE_REGISTRY
 from .unet import UNetConfig
@@ -52,7 +52,9 @@ class TrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     amp: str = "auto"  # "auto" picks by hardware, see device.resolve_precision
     cuda_graphs: bool = True  # on a GPU, replay each training step as one CUDA graph (falls back if capture fails)
-    cpu_threads: int | None = None  # None: torch's default, lowered while other processes keep cores busy (device.CpuThreads); N: exactly N
+    # None: torch's count at the start, kept for the whole run (the same seed gives the same run whatever else the machine does);
+    # N: exactly N; "adaptive": one fewer while other processes crowd the cores, faster beside them but no longer reproducible (device.CpuThreads)
+    cpu_threads: int | str | None = None
     seed: int = 0
     out_dir: str = "runs/train"
     data_root: str | None = None  # None: $DDPM_MNIST_DATA or data/ in the repository
@@ -87,8 +89,8 @@ class TrainConfig:
             ("cuda_graphs", isinstance(self.cuda_graphs, bool), "True or False"),
             (
                 "cpu_threads",
-                self.cpu_threads is None or (_is_int(self.cpu_threads) and self.cpu_threads >= 1),
-                "None or a whole number, at least 1",
+                self.cpu_threads in (None, ADAPTIVE_THREADS) or (_is_int(self.cpu_threads) and self.cpu_threads >= 1),
+                f"None, {ADAPTIVE_THREADS!r} or a whole number, at least 1",
             ),
             ("grid_size", _is_int(self.grid_size) and self.grid_size >= 1, "a whole number, at least 1"),
             (

@@ -82,6 +82,11 @@ def _check_existing(raw: Path) -> list[str]:
         path = raw / name
         if not path.exists():
             missing.append(name)
+        elif not path.is_file():  # a folder cannot be hashed, and reading a FIFO would wait for ever
+            raise MNISTUnavailable(
+                f"{path} is {'a folder' if path.is_dir() else 'a FIFO or a device'}, where the MNIST file {name} belongs. "
+                f"It was left untouched. Move it away (or delete it) and run again to fetch a fresh copy."
+            )
         elif (actual := _md5(path)) != expected:
             raise MNISTUnavailable(
                 f"{path} has md5 {actual}, expected {expected}: the file is damaged or is not MNIST. "

@@ -4,7 +4,8 @@ Everything that depends on the hardware is decided here, once: which device
 "auto" means, which mixed precision suits it, the autocast context the
 trainer, the samplers and the evaluator all use (so that one seed gives the
 same digits whichever of them draws them), and how many threads CPU training
-uses while other processes compete for the cores.
+uses: a count fixed for the whole run, so that a seed gives the same run
+whatever else the machine is doing, unless asked to give way to other processes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ADAPTIVE_THREADS = "adaptive"  # TrainConfig.cpu_threads: one thread fewer while other processes crowd the cores
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -42,7 +44,7 @@ def resolve_precision(amp: str, device: torch.device) -> str:
     "auto": bf16 on GPUs of compute capability >= 8.0 (A100, H100, RTX 30xx+);
     fp16 with loss scaling below that (T4, V100), where bf16 is emulated and
     slow even when ``torch.cuda.is_bf16_supported()`` says yes; fp32 on CPU,
-    where bf16 autocast measured slower for this model (README, Benchmarks).
+    where bf16 autocast measured slower for this model (assets/measurements/BENCHMARKS.md).
     """
     if amp not in PRECISIONS:
         raise ValueError(f"amp must be one of {PRECISIONS}, got {amp!r}")
@@ -110,12 +112,19 @@ def read_cpu_use() -> CpuUse | None:
 
 
 class CpuThreads:
-    """torch's thread count for CPU training: one fewer while other processes crowd the cores.
+    """torch's thread count for CPU training: fixed for the whole run, unless ``"adaptive"`` is asked for.
 
-    With every core busy, OpenMP's threads spin while they wait for each other, and each step
-    waits for the thread the OS has descheduled: beside one busy process, the default two threads
-    trained at a third of their idle speed, one thread at about its idle speed (README,
-    Benchmarks; ``tools/threads.py``). So, at each ``adjust`` (every chunk of ``Trainer`` steps,
+    ``setting`` is ``TrainConfig.cpu_threads``: None uses torch's count when the run starts, N
+    uses N, and either stays for the whole run. The count decides in which order a
+    multi-threaded sum adds its parts, so a count that followed the machine's load would make
+    the last digits of a run depend on what else was running: the same seed would give another
+    run, and a killed and resumed run would differ from an uninterrupted one.
+
+    ``ADAPTIVE_THREADS`` trades that for speed beside other processes. With every core busy,
+    OpenMP's threads spin while they wait for each other, and each step waits for the thread
+    the OS has descheduled: beside one busy process, the default two threads trained at a
+    third of their idle speed, one thread at about its idle speed
+    (assets/measurements/BENCHMARKS.md; ``tools/threads.py``). So, at each ``adjust`` (every chunk of ``Trainer`` steps,
     at least ``SETTLE_SECONDS`` apart), it reads how the cores were used since the last reading:
 
     - all of them busy, more than half a core of it by other processes: one thread fewer;
@@ -123,20 +132,20 @@ class CpuThreads:
 
     One step at a time, because what other processes *use* under contention understates what
     they would use: the count goes down until the cores are no longer crowded, and back up
-    when they are free. On an idle machine nothing changes. ``fixed`` (``TrainConfig.cpu_threads``)
-    turns this off and uses that many threads; off a CPU, or where the cores' use cannot be
-    read, it does nothing.
+    when they are free. On an idle machine nothing changes. Off a CPU, or where the cores'
+    use cannot be read, it does nothing.
     """
 
     SETTLE_SECONDS = 1.0  # shorter readings are mostly noise
     MARGIN = 0.5  # cores: less than this of others' use, or of idle time, is noise (a browser tab, a clock)
 
-    def __init__(self, device: torch.device, fixed: int | None = None, read: Callable[[], CpuUse | None] = read_cpu_use):
+    def __init__(self, device: torch.device, setting: int | str | None = None, read: Callable[[], CpuUse | None] = read_cpu_use):
         self.read = read
         self.on_cpu = device.type == "cpu"
-        self.most = fixed or torch.get_num_threads()
+        adaptive = setting == ADAPTIVE_THREADS
+        self.most = torch.get_num_threads() if setting is None or adaptive else setting
         self.count = self.most
-        self._last = read() if self.on_cpu and fixed is None else None
+        self._last = read() if self.on_cpu and adaptive else None
         self.adaptive = self._last is not None
 
     @contextmanager

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+DIGIT_SHAPE = (1, 28, 28)  # what the classifier reads: one channel of MNIST's 28 x 28 pixels
+MIN_DIGITS = 2  # a covariance of the features needs at least two digits
+
 
 class DigitClassifier(nn.Module):
     """Three conv blocks and a 128-wide feature layer; about 99.3% on the MNIST test set."""
@@ -133,7 +136,10 @@ def evaluate_images(
     """The figures for a batch of digits in [-1, 1] against (mu, cov) of a reference set.
 
     ``requested``: the label each digit was asked to be (conditional sampling), for per-digit accuracy.
+    Digits of another size, not floating point, with NaN or infinite pixels, or fewer than two of
+    them are refused (ValueError): the figures would be silently wrong or fail deep in the linear algebra.
     """
+    _check_digits(images, requested)
     features, probs = classify(classifier, images)
     confidence, predicted = probs.max(dim=1)
     fractions = torch.bincount(predicted, minlength=10).double() / len(images)
@@ -149,3 +155,23 @@ def evaluate_images(
         class_fractions=fractions.tolist(),
         requested_accuracy=requested_accuracy,
     )
+
+
+def _check_digits(images: torch.Tensor, requested: torch.Tensor | None) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != DIGIT_SHAPE:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of N x {' x '.join(map(str, DIGIT_SHAPE))} digits, got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"images must hold floating-point pixels in [-1, 1], got {images.dtype} (scale uint8 pixels p to p / 127.5 - 1)")
+    if len(images) < MIN_DIGITS:
+        raise ValueError(
+            f"the classifier-FID needs at least {MIN_DIGITS} digits (it fits a covariance to their features), got {len(images)}"
+        )
+    if not torch.isfinite(images).all():
+        raise ValueError(
+            f"images hold NaN or infinite pixels ({int((~torch.isfinite(images)).sum())} of them); the sampler that drew them diverged"
+        )
+    if requested is not None and (
+        requested.shape != (len(images),) or requested.is_floating_point() or bool((requested < 0).any() | (requested > 9).any())
+    ):
+        raise ValueError(f"requested must hold one label from 0 to 9 per digit ({len(images)}), got shape {tuple(requested.shape)}")

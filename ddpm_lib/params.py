@@ -13,18 +13,25 @@ right after its parameters cell::
         "resume": params.Param(bool),
         "train_subset": params.Param(int, minimum=1, maximum=60_000, allow_none=True),
         "channels": params.Param(list[int], minimum=1, length=3),
-        "schedule": params.Param(str, choices=tuple(SCHEDULE_REGISTRY)),
+        "schedule": params.Param(str, choices=SCHEDULE_REGISTRY),
     }
     globals().update(params.validate(globals(), PARAMETERS))
 
-Every refusal names the parameter and says what it must be, in one line.
+Every refusal names the parameter and says what it must be, in one line. A name papermill
+was given that the notebook does not have (``-p epoch 5`` for ``epochs``) is refused too,
+naming the closest real one: papermill itself only warns and runs with the default.
+``validate`` finds those names in the cell papermill injected after the parameters cell,
+which IPython keeps in its input history (``_ih`` in ``globals()``): whatever ``-p``,
+``-r``, ``-y`` or ``-f`` gave, papermill writes it there as ``name = value`` lines.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args, get_origin
 
@@ -49,12 +56,14 @@ class Param:
 
     ``kind`` is int, float, bool, str, list[int] or list[float]. ``minimum``,
     ``maximum`` and ``choices`` apply to the value, or to each item of a list;
+    ``choices`` is read when a value is checked, so a registry (``SCHEDULE_REGISTRY``)
+    given as the choices also offers what was registered after the spec was written;
     ``length`` fixes a list's length. ``note`` says why, after the rule.
     """
 
     kind: Any
     allow_none: bool = False
-    choices: tuple | None = None
+    choices: Collection | None = None
     minimum: float | None = None
     maximum: float | None = None
     length: int | None = None
@@ -180,12 +189,58 @@ def parse_param(name: str, value: Any, kind, **rules) -> Any:
     return Param(kind, **rules).parse(name, value)
 
 
+PAPERMILL_HEADER = "# Parameters"  # the first line of the cell papermill injects after the parameters cell
+
+
+def _assigned_names(source: str) -> list[str]:
+    """The names a cell's top-level statements assign (``x = 1`` or ``x: int = 1``), in order; none if it is not plain Python."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:  # IPython's magics and shell escapes
+        return []
+    names = []
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [target.id for target in targets if isinstance(target, ast.Name)]
+    return list(dict.fromkeys(names))
+
+
+def injected_names(values: Mapping[str, Any], spec: Mapping[str, Param]) -> list[str]:
+    """The names papermill's injected cell assigned before this cell ran, in their order; [] when none was.
+
+    ``values`` is the notebook's ``globals()``, whose ``_ih`` is IPython's input history (the
+    cell now running last). Going back from the cell before this one, the first cell that is
+    papermill's (its first line ``PAPERMILL_HEADER``) gave the names; a cell that assigns every
+    parameter of ``spec`` first is the notebook's own parameters cell, run again since (or run
+    without papermill): nothing was injected after it. Outside IPython there is no history.
+    """
+    history = values.get("_ih")
+    if not isinstance(history, list):
+        return []
+    for source in reversed(history[:-1]):
+        if not isinstance(source, str):
+            continue
+        if source.lstrip().splitlines()[:1] == [PAPERMILL_HEADER]:
+            return _assigned_names(source)
+        if set(spec) <= set(_assigned_names(source)):
+            return []
+    return []
+
+
+def _unknown(name: str, spec: Mapping[str, Param]) -> str:
+    closest = difflib.get_close_matches(name, list(spec), n=1)
+    hint = f"did you mean {closest[0]}?" if closest else f"it has {', '.join(spec)}"
+    return f"{name} is not a parameter of this notebook ({hint})"
+
+
 def validate(values: Mapping[str, Any], spec: Mapping[str, Param]) -> dict[str, Any]:
     """Every parameter of ``spec`` taken from ``values`` (e.g. ``globals()``) and converted.
 
+    A name papermill was given that ``spec`` does not have is refused (``injected_names``).
     All problems are reported together, as one NotebookParameterError of one line.
     """
-    clean, problems = {}, []
+    clean = {}
+    problems = [_unknown(name, spec) for name in injected_names(values, spec) if name not in spec]
     for name, param in spec.items():
         if name not in values:
             problems.append(f"{name} is missing (it must be {param.describe()})")
@@ -210,7 +265,7 @@ TRAINING_NOTEBOOK = {
     "warmup_steps": Param(int, minimum=0),
     "prediction": Param(str, choices=PREDICTIONS),
     "loss_weighting": Param(str, choices=WEIGHTINGS),
-    "schedule": Param(str, choices=tuple(SCHEDULE_REGISTRY)),
+    "schedule": Param(str, choices=SCHEDULE_REGISTRY),
     "channels": Param(list[int], minimum=8, length=3),
     "ema_decay": Param(float, minimum=0, maximum=0.99999),
     "train_subset": Param(int, minimum=1, maximum=TRAINING_DIGITS, allow_none=True),

@@ -30,12 +30,32 @@ def sha256_of(path: Path) -> str:
 
 
 def manifest() -> dict:
-    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    """name -> {"file", "sha256"} of every shipped file; {} where none are installed. A damaged manifest is one line naming it."""
+    if not MANIFEST.exists():
+        return {}
+    try:
+        entries = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        problem = f"cannot be read as JSON ({type(exc).__name__}: {exc})"
+    else:
+        fine = isinstance(entries, dict) and all(
+            isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+            for entry in entries.values()
+        )
+        problem = None if fine else 'is not a table of {"file": ..., "sha256": ...} entries'
+    if problem:
+        raise ShippedWeightsError(f"{MANIFEST} {problem}: it is damaged. Restore it with `git checkout -- {_in_repository(MANIFEST)}`.")
+    return entries
+
+
+def _in_repository(path: Path) -> Path:
+    """``path`` as ``git checkout`` takes it in a clone."""
+    return path.relative_to(ASSETS.parent) if path.is_relative_to(ASSETS.parent) else path
 
 
 def shipped_path(name: str) -> Path:
     """Path of shipped file ``name`` after checking its sha256 against the manifest."""
-    if not MANIFEST.exists():
+    if not MANIFEST.is_file():
         raise ShippedWeightsError(
             f"the shipped weights are not installed ({MANIFEST} is missing): install ddpm_lib from a clone of the "
             f"repository (pip install -e .), or pass a checkpoint you trained (python -m ddpm_lib train ...)."
@@ -47,11 +67,13 @@ def shipped_path(name: str) -> Path:
             f"(python -m ddpm_lib train ...) and pass its checkpoint instead."
         )
     path = ASSETS / entry["file"]
-    if not path.exists():
-        raise ShippedWeightsError(f"{path} is missing. If you cloned with git-lfs or a sparse checkout, fetch the full repository.")
+    if not path.is_file():
+        raise ShippedWeightsError(
+            f"{path} is {'not a file' if path.exists() else 'missing'}. If you cloned with git-lfs or a sparse checkout, fetch the full repository."
+        )
     if (actual := sha256_of(path)) != entry["sha256"]:
         raise ShippedWeightsError(
             f"{path} has sha256 {actual}, but the manifest expects {entry['sha256']}: the file is damaged or was "
-            f"replaced. Restore it with `git checkout -- {path.relative_to(ASSETS.parent)}`."
+            f"replaced. Restore it with `git checkout -- {_in_repository(path)}`."
         )
     return path

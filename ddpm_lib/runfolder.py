@@ -3,8 +3,14 @@
 RunLock            one writer per run folder; a crashed writer never blocks the next
 atomic_write       a file is either the old one or the complete new one, never half of each
 remove_stale_temporaries  tidy the half-written files an interruption left behind
+file_kind          what is at a path, in words, for refusing a folder or a FIFO where a file belongs
+open_own_file      open a file the project writes, never through a link
 config_differences which settings a resumed run would silently change
 check_writable     refuse an unwritable output before minutes of computing, not after
+
+Nothing here writes through a symbolic link: a link (or a folder, a FIFO) planted where the lock
+or a temporary file goes is refused or removed, never followed, so a run folder someone else
+prepared cannot make a run overwrite a file outside it.
 
 Every error here is one line that says what happened and what to do about it.
 This module imports nothing heavy, so it can be used before torch is loaded.
@@ -18,6 +24,7 @@ import json
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -26,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = ".lock"
-# Names atomic_write gives its temporary files: ".<stem>.tmp-<pid><suffix>", e.g. ".epoch_001.tmp-42.png".
-TEMPORARY_PATTERN = re.compile(r"^\..+\.tmp-\d+(\.\w+)?$")
+# Names of the temporary files a write leaves when it is killed: atomic_write's ".<stem>.tmp-<pid>-<8 random
+# characters><suffix>", e.g. ".epoch_001.tmp-42-k3v9x0qa.png" (without the random part: the names of earlier
+# versions), and safetensors' own ".tmp<6 letters or digits>", which save_file writes and renames over its target.
+TEMPORARY_PATTERN = re.compile(r"^(\..+\.tmp-\d+(-[a-z0-9_]{8})?(\.\w+)?|\.tmp[A-Za-z0-9]{6})$")
 # What trainer._atomic_save wrote before atomic_write existed.
 LEGACY_TEMPORARIES = ("checkpoint.pt.tmp",)
 # Settings of the machine or of where files live, not of what is learned: a run may move between them.
@@ -37,9 +46,23 @@ MACHINE_SETTINGS = ("device", "amp", "cuda_graphs", "cpu_threads", "out_dir", "d
 _WINDOWS_LOCK_OFFSET = 1 << 20
 # What flock says on file systems without locks (some NFS setups, some FUSE mounts).
 _LOCKS_UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
-_DISK_FULL = {errno.ENOSPC: "no space left on device"}
+# A write the disk stopped: errno -> (what happened, what to do).
+_FREE_SPACE = "Free some space (or write elsewhere)"
+_WRITE_STOPPED = {
+    errno.ENOSPC: ("no space left on device", _FREE_SPACE),
+    errno.EFBIG: ("file too large for this process's file-size limit (ulimit -f)", "Raise the limit (or write elsewhere)"),
+}
 if hasattr(errno, "EDQUOT"):  # not on Windows
-    _DISK_FULL[errno.EDQUOT] = "disk quota exceeded"
+    _WRITE_STOPPED[errno.EDQUOT] = ("disk quota exceeded", _FREE_SPACE)
+# torch.save reports a short write only as its stream writer's "unexpected pos", whichever limit stopped it.
+_SHORT_WRITE = (
+    "the write stopped short (a full disk, a quota or a file-size limit)",
+    "Free some space or raise the limit (or write elsewhere)",
+)
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how safetensors (Rust) reports the OS's error
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where a link is looked for before opening
+_NON_BLOCKING = getattr(os, "O_NONBLOCK", 0)  # opening (or reading) a FIFO must not wait for a writer
+REGULAR_FILE = "a file"  # what file_kind says of an ordinary file
 
 try:
     import fcntl
@@ -61,7 +84,7 @@ class RunFolderBusy(RunFolderError):
 
 
 class DiskFullError(RunFolderError):
-    """The disk (or the user's quota) filled up during atomic_write; the file under the real name is untouched.
+    """The disk, the user's quota or the process's file-size limit stopped atomic_write; the file under the real name is untouched.
 
     A RunFolderError rather than an OSError, so that code retrying on OSError
     does not swallow it; the original OSError is its ``__cause__``.
@@ -70,6 +93,88 @@ class DiskFullError(RunFolderError):
 
 class NotWritableError(RunFolderError):
     """An output path that cannot be written, found before any work was done."""
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _kind_of_mode(mode: int) -> str:
+    for is_kind, words in (
+        (stat.S_ISREG, REGULAR_FILE),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if is_kind(mode):
+            return words
+    return "a device"
+
+
+def file_kind(path: str | Path, follow_symlinks: bool = True) -> str | None:
+    """What is at ``path``, in words: "a file" (``REGULAR_FILE``: an ordinary one), "a folder", "a symbolic link"
+    (only when not following links), "a FIFO (named pipe)", "a socket" or "a device"; None when nothing is there."""
+    try:
+        mode = os.stat(path, follow_symlinks=follow_symlinks).st_mode
+    except FileNotFoundError:
+        return None
+    return _kind_of_mode(mode)
+
+
+def _not_a_file(path: Path, kind: str, role: str) -> RunFolderError:
+    return RunFolderError(f"{path} is {kind}, not {role}; nothing was written through it. Move it away (or delete it) and run again")
+
+
+def open_own_file(path: Path, flags: int, role: str) -> int:
+    """``os.open`` of a file this project writes (``role`` says which), never through a link; a link, a folder,
+    a FIFO, a device or a second name of another file (a hard link) at ``path`` is refused in one line."""
+    if not _NO_FOLLOW and os.path.islink(path):
+        raise _not_a_file(path, "a symbolic link", role)
+    try:
+        fd = os.open(path, flags | _NO_FOLLOW | _NON_BLOCKING, 0o644)
+    except OSError as exc:
+        kind = file_kind(path, follow_symlinks=False)
+        if kind not in (None, REGULAR_FILE):  # ELOOP for a link, EISDIR for a folder, ENXIO for some FIFOs
+            raise _not_a_file(path, kind, role) from exc
+        raise
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode) or found.st_nlink > 1:
+        os.close(fd)
+        raise _not_a_file(path, _kind_of_mode(found.st_mode) if not stat.S_ISREG(found.st_mode) else "a hard link to another file", role)
+    return fd
+
+
+def new_file_mode() -> int:
+    """The permissions ``open`` gives a new file here (0o666 less the umask): those of a run folder's other files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _why_the_write_stopped(exc: BaseException | None) -> tuple[str, str] | None:
+    """(what happened, what to do) when ``exc``, or what it was raised from, says the disk stopped a write; else None.
+
+    Writers wrap the OS's error differently: an OSError (PIL, numpy, csv), a SafetensorError whose text
+    ends in "(os error 28)", or torch.save's RuntimeError "unexpected pos", which names no cause at all.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _WRITE_STOPPED:
+            return _WRITE_STOPPED[exc.errno]
+        text = str(exc)
+        if (code := _RUST_OS_ERROR.search(text)) and int(code.group(1)) in _WRITE_STOPPED:
+            return _WRITE_STOPPED[int(code.group(1))]
+        if isinstance(exc, RuntimeError) and "unexpected pos" in text:
+            return _SHORT_WRITE
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _disk_full(path: Path, reason: tuple[str, str]) -> DiskFullError:
+    what, to_do = reason
+    before = f"the previous {path.name} is intact" if os.path.lexists(path) else "nothing was written"
+    return DiskFullError(f"{what} while writing {path}; {before}. {to_do} and run again")
 
 
 # ----------------------------------------------------------------------------- locking
@@ -182,7 +287,7 @@ class RunLock:
             raise RunFolderError(f"this RunLock on {self.folder} is already held; use a new RunLock for a new run")
         self.folder.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_own_file(self.path, os.O_RDWR | os.O_CREAT, "the run folder's lock file")
             try:
                 if not self._lock_or_go_unguarded(fd):
                     raise self._busy(_read_text(fd))
@@ -201,8 +306,10 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, LockHolder.of_this_process().to_json().encode())
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)  # closing releases the lock
+            if (reason := _why_the_write_stopped(exc)) is not None:
+                raise _disk_full(self.path, reason) from exc
             raise
         self._fd = fd
         return self
@@ -257,12 +364,6 @@ class RunLock:
 # ----------------------------------------------------------------------------- writing
 
 
-def _temporary_name(path: Path) -> Path:
-    # The suffix stays last: PIL and matplotlib pick the format by it, and numpy appends
-    # ".npz" to a name that does not end in it.
-    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-
-
 def _fsync_folder(folder: Path) -> None:
     """Make a rename inside ``folder`` survive a power cut; only possible (and needed) on POSIX."""
     if os.name != "posix":
@@ -280,25 +381,43 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which then replaces it.
 
     ``write`` receives the temporary path (a Path; pass ``str(tmp)`` to writers
-    that need a string, such as safetensors' ``save_file``). On any failure,
+    that need a string, such as safetensors' ``save_file``): a file made here
+    with O_EXCL under a name no one can have chosen in advance
+    (``.<stem>.tmp-<pid>-<random><suffix>``; the suffix last, as PIL and
+    matplotlib pick the format by it and numpy appends ".npz" to a name that
+    does not end in it), which ``write`` may fill or replace. On any failure,
     Ctrl-C included, the temporary file is removed and ``path`` is exactly as
-    before. A full disk or quota becomes ``DiskFullError``; other errors pass
-    through unchanged. Returns ``path``.
+    before. A full disk or quota, or the file-size limit, however the writer
+    reports it, becomes ``DiskFullError``; a temporary file that is no longer a
+    plain file when ``write`` returns (a link put there meanwhile) is refused;
+    other errors pass through unchanged. Whatever is at ``path`` (a link
+    included) is replaced, never written through. Returns ``path``.
     """
     path = Path(path)
-    tmp = _temporary_name(path)
+    if file_kind(path, follow_symlinks=False) == "a folder":
+        raise RunFolderError(f"cannot write {path}: it is a folder; move it away or choose another name")
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
+        tmp = Path(name)
+        try:
+            if hasattr(os, "fchmod"):  # mkstemp makes the file private; give it the mode any new file gets
+                os.fchmod(fd, new_file_mode())
+        finally:
+            os.close(fd)
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())  # the bytes must be on disk before the name points at them
+        fd = open_own_file(tmp, os.O_RDWR, f"the temporary file written for {path.name}")
+        try:
+            os.fsync(fd)  # the bytes must be on disk before the name points at them
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
-            before = f"the previous {path.name} is intact" if path.exists() else "nothing was written"
-            raise DiskFullError(
-                f"{_DISK_FULL[exc.errno]} while writing {path}; {before}. Free some space (or write elsewhere) and run again"
-            ) from exc
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # a link put there is removed itself, never what it points to
+        if (reason := _why_the_write_stopped(exc)) is not None:
+            raise _disk_full(path, reason) from exc
         raise
     _fsync_folder(path.parent)
     return path
@@ -307,8 +426,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     """Delete the temporary files interrupted writes left in ``folder``; return them.
 
-    Only files named like atomic_write's temporaries (``.STEM.tmp-PID.SUFFIX``) or the
-    older ``checkpoint.pt.tmp`` are touched, and only directly in ``folder``.
+    Only names of temporary files (``TEMPORARY_PATTERN``, or the older ``checkpoint.pt.tmp``)
+    are touched, and only directly in ``folder``; a folder of such a name is left alone, and a
+    link of such a name is removed itself, never followed.
     Call it while holding the folder's RunLock: then no live writer owns them.
     """
     folder = Path(folder)
@@ -317,7 +437,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     removed = []
     for entry in os.scandir(folder):
         is_temporary = TEMPORARY_PATTERN.match(entry.name) or entry.name in LEGACY_TEMPORARIES
-        if is_temporary and entry.is_file(follow_symlinks=False):
+        if is_temporary and not entry.is_dir(follow_symlinks=False):
             os.unlink(entry.path)
             removed.append(Path(entry.path))
     return sorted(removed)

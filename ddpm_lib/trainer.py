@@ -8,7 +8,11 @@ Around it: AdamW with a warm-up, gradient clipping, an exponential moving
 average (EMA) of the weights that is used for every sample, mixed precision
 chosen by hardware, and after every epoch a sample grid from fixed noise, the
 loss history, the EMA weights and a checkpoint (each written atomically; a
-resumed run continues bit for bit on CPU).
+resumed run continues bit for bit on CPU, and first makes the grids, the loss
+history and the EMA file agree with its checkpoint, which a kill between those
+writes can leave one epoch behind them). An epoch is one pass over the digits,
+whatever the batch size: a run resumed with another batch size counts its
+epochs by the digits seen, not by its step number.
 
 On a GPU the whole update is captured once as a CUDA graph and replayed: the
 network is small, so launching its few hundred kernels one by one from Python
@@ -19,9 +23,11 @@ same update.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import math
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -30,7 +36,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CHECKPOINT_NAME, EMA_WEIGHTS_NAME, CheckpointError, build_model, checkpoint_state, read_checkpoint, save_weights
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    EMA_WEIGHTS_NAME,
+    CheckpointError,
+    build_model,
+    check_training_state,
+    checkpoint_state,
+    damaged_field,
+    epoch_ends,
+    read_checkpoint,
+    save_weights,
+)
 from .config import TrainConfig
 from .data import load_mnist
 from .device import CpuThreads, autocast, resolve_device, resolve_precision
@@ -44,6 +61,7 @@ LOSS_READ_EVERY = 20  # steps between copies of the losses to the host: each cop
 # An epoch's batch order is seeded with seed * EPOCH_SEED_STRIDE + epoch: more than any run's epochs, so
 # that two seeds never share an epoch's order. Changing it changes the batches of every run and resume.
 EPOCH_SEED_STRIDE = 100_003
+GRID_NAME = re.compile(r"^epoch_(\d+)\.png$")  # epoch_001.png: the EMA model's digits after epoch 1
 
 
 class EMA:
@@ -77,7 +95,7 @@ class TrainResult:
     ema_model: nn.Module  # the averaged weights, as a noise predictor: sample with these
     schedule: NoiseSchedule
     losses: list[float]  # one per optimisation step, over all epochs including resumed ones
-    epochs_done: int
+    epochs_done: int  # finished passes over the training digits
     steps_done: int
     out_dir: Path | None
     precision: str
@@ -119,9 +137,11 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, fused=on_gpu or None, capturable=on_gpu)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.noise_generator = torch.Generator(self.device).manual_seed(config.seed)
-        self.step, self.epoch, self.losses = 0, 0, []
+        self.step, self.losses = 0, []
+        self.epoch_ends: list[int] = []  # the step count at the end of each finished epoch
         self._order_epoch, self._order = None, None
         self.history = []  # settings changed on resume, with the step they took effect
+        self.resumed = resume
         if resume:
             self._restore(allow_changes)
 
@@ -130,7 +150,10 @@ class Trainer:
         self.images = images.to(self.device).contiguous(memory_format=torch.channels_last)
         self.labels = labels.to(self.device) if config.model.num_classes else None
         self.steps_per_epoch = self.images.shape[0] // config.batch_size
-        self.total_steps = config.epochs * self.steps_per_epoch
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size ({config.batch_size}) must not exceed the number of training digits ({self.images.shape[0]})")
+        # The steps planned when this run (or its resumption) started: those done, and the epochs still to do at today's batch size.
+        self.total_steps = self.epoch_start + (config.epochs - self.epoch) * self.steps_per_epoch
         self._graph = _record_graph(self) if on_gpu and config.cuda_graphs else None
 
     # ----- the step -------------------------------------------------------------------------------
@@ -179,6 +202,16 @@ class Trainer:
         self.step += 1
         return loss
 
+    @property
+    def epoch(self) -> int:
+        """Epochs finished: passes over the training digits, whatever batch size each ran at."""
+        return len(self.epoch_ends)
+
+    @property
+    def epoch_start(self) -> int:
+        """The step at which the epoch under way began."""
+        return self.epoch_ends[-1] if self.epoch_ends else 0
+
     def epoch_order(self, epoch: int) -> torch.Tensor:
         # Depends only on (seed, epoch), so a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(self.config.seed * EPOCH_SEED_STRIDE + epoch)
@@ -190,11 +223,13 @@ class Trainer:
         pending = []
         with self.threads.applied():
             for _ in range(count):
-                epoch, b = divmod(self.step, self.steps_per_epoch)
+                epoch, b = self.epoch, self.step - self.epoch_start
                 if epoch != self._order_epoch:
                     self._order_epoch, self._order = epoch, self.epoch_order(epoch)
                 order = self._order
                 pending.append(self.train_step(order[b * self.config.batch_size : (b + 1) * self.config.batch_size]))
+                if b + 1 == self.steps_per_epoch:
+                    self.epoch_ends.append(self.step)
                 if len(pending) == LOSS_READ_EVERY:
                     self.losses.extend(torch.stack(pending).tolist())
                     pending = []
@@ -202,7 +237,6 @@ class Trainer:
             if pending:
                 self.losses.extend(torch.stack(pending).tolist())
                 self.threads.adjust()
-        self.epoch = self.step // self.steps_per_epoch
         return time.perf_counter() - start
 
     @property
@@ -222,36 +256,61 @@ class Trainer:
         seconds = 0.0
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.resumed:
+                self._outputs_agree_with_checkpoint()
         for epoch in range(self.epoch, self.config.epochs):
             self.model.train()
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not self.progress, leave=True)
-            while self.step < (epoch + 1) * self.steps_per_epoch:
-                chunk = min(LOSS_READ_EVERY, (epoch + 1) * self.steps_per_epoch - self.step)
+            while self.epoch == epoch:
+                chunk = min(LOSS_READ_EVERY, self.epoch_start + self.steps_per_epoch - self.step)
                 seconds += self.train_steps(chunk)
                 bar.update(chunk)
                 shown = {"threads": self.threads.count} if self.threads.count < self.threads.most else {}  # lowered beside a busy process
                 bar.set_postfix(loss=f"{sum(self.losses[-LOSS_READ_EVERY:]) / len(self.losses[-LOSS_READ_EVERY:]):.4f}", **shown)
             bar.close()
             if self.out_dir is not None:
-                with self.threads.applied():  # its grid is sampled on the cores training left free
-                    self._write_epoch_outputs(epoch + 1)
+                self._write_epoch_outputs(epoch + 1)
         return TrainResult(
             self.model, self.sampler_model(), self.schedule, self.losses, self.epoch, self.step, self.out_dir, self.precision,
             self.device, seconds, self.graphed,
         )  # fmt: skip
 
-    def _write_epoch_outputs(self, epoch: int):
-        config, out = self.config, self.out_dir
+    def _write_grid(self, epoch: int):
+        """The EMA model's digits from the run's fixed noise, as ``epoch_NNN.png``."""
+        config = self.config
         # Conditional runs draw rows of 0..9 with the plain conditional model (w = 1).
         guidance = Guidance(balanced_labels(config.grid_size)) if config.model.num_classes else None
-        with autocast(self.device, self.precision):
+        with self.threads.applied(), autocast(self.device, self.precision):  # on the threads training uses
             grid = ddim_sample(
                 self.sampler_model(), self.schedule, config.grid_size, steps=config.grid_steps, seed=config.seed, guidance=guidance
             ).images
-        atomic_write(out / f"epoch_{epoch:03d}.png", lambda tmp: save_grid(grid, tmp, nrow=10 if guidance else None))
-        _write_losses(out / "loss_history.csv", self.losses, self.steps_per_epoch)
+        atomic_write(self.out_dir / f"epoch_{epoch:03d}.png", lambda tmp: save_grid(grid, tmp, nrow=10 if guidance else None))
+
+    def _write_ema_weights(self):
+        atomic_write(self.out_dir / EMA_WEIGHTS_NAME, lambda tmp: save_weights(self.ema.model.state_dict(), tmp, asdict(self.config)))
+
+    def _outputs_agree_with_checkpoint(self):
+        """After a resume: the EMA file, the loss history and the grids say what the checkpoint says.
+
+        A run killed between its writes of an epoch leaves some of them one epoch ahead of its
+        checkpoint, and a folder may have lost or been given one: grids of later epochs are
+        removed (training draws them again when it gets there), the checkpoint's own epoch's
+        grid is drawn if it is missing, and the loss history and the EMA file are written afresh.
+        """
+        for path in self.out_dir.iterdir():
+            if (match := GRID_NAME.match(path.name)) and int(match.group(1)) > self.epoch:
+                path.unlink()
+        if not (self.out_dir / f"epoch_{self.epoch:03d}.png").exists():
+            self._write_grid(self.epoch)
+        _write_losses(self.out_dir / "loss_history.csv", self.losses, self.epoch_ends)
+        self._write_ema_weights()
+
+    def _write_epoch_outputs(self, epoch: int):
+        config, out = self.config, self.out_dir
+        self._write_grid(epoch)
+        _write_losses(out / "loss_history.csv", self.losses, self.epoch_ends)
         # The EMA file first: a checkpoint that says "epoch done" always has its EMA weights beside it.
-        atomic_write(out / EMA_WEIGHTS_NAME, lambda tmp: save_weights(self.ema.model.state_dict(), tmp, asdict(config)))
+        self._write_ema_weights()
         state = checkpoint_state(
             config,
             model=self.model.state_dict(),
@@ -260,6 +319,7 @@ class Trainer:
             scaler=self.scaler.state_dict(),
             step=self.step,
             epoch=epoch,
+            epoch_ends=self.epoch_ends,
             losses=torch.tensor(self.losses),
             rng={"noise": self.noise_generator.get_state()},
             history=self.history,
@@ -269,8 +329,14 @@ class Trainer:
     def _restore(self, allow_changes: bool):
         ckpt_path = self.out_dir / CHECKPOINT_NAME
         ckpt = read_checkpoint(ckpt_path)
+        check_training_state(ckpt, ckpt_path)
         saved = TrainConfig.from_saved(ckpt["config"])
         changes = config_differences(asdict(saved), asdict(self.config))
+        if network := [change for change in changes if change.startswith("model.")]:
+            raise CheckpointError(
+                f"{ckpt_path} holds another network than requested ({'; '.join(network)}); a resumed run keeps its network, "
+                f"even with --allow-changes: resume with the checkpoint's model settings, or start a new run in another out_dir"
+            )
         if changes and not allow_changes:
             raise CheckpointError(
                 f"{ckpt_path} was trained with other settings ({'; '.join(changes)}); resume with the same settings, "
@@ -282,13 +348,30 @@ class Trainer:
             )
         self.model.load_state_dict(ckpt["model"])
         self.ema.model.load_state_dict(ckpt["ema"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for group in self.optimizer.param_groups:  # how to step is this machine's choice, not the checkpoint's
-            group.update(fused=self.device.type == "cuda" or None, capturable=self.device.type == "cuda", lr=float(group["lr"]))
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.noise_generator.set_state(ckpt["rng"]["noise"])
-        self.step, self.epoch, self.losses = ckpt["step"], ckpt["epoch"], ckpt["losses"].tolist()
+        with _loading(ckpt_path, "optimizer", "does not hold AdamW's state for this network"):
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            for p in self.model.parameters():
+                if p in self.optimizer.state and any(
+                    self.optimizer.state[p][moment].shape != p.shape for moment in ("exp_avg", "exp_avg_sq")
+                ):
+                    raise ValueError("a moment of another shape than its weight")
+            for group in self.optimizer.param_groups:  # how to step is this machine's choice, not the checkpoint's
+                group.update(fused=self.device.type == "cuda" or None, capturable=self.device.type == "cuda", lr=float(group["lr"]))
+        with _loading(ckpt_path, "scaler", "is not a loss scaler's state"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        with _loading(ckpt_path, "rng", f"is not the state of a random-number generator on {self.device.type}"):
+            self.noise_generator.set_state(ckpt["rng"]["noise"])
+        self.step, self.losses, self.epoch_ends = ckpt["step"], ckpt["losses"].tolist(), epoch_ends(ckpt)
         self.history = list(ckpt.get("history", [])) + ([{"step": self.step, "changes": changes}] if changes else [])
+
+
+@contextlib.contextmanager
+def _loading(path, field: str, problem: str):
+    """What loading a checkpoint's ``field`` raises, as its one line."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise damaged_field(path, field, problem) from exc
 
 
 def _record_graph(trainer: Trainer) -> _GraphedUpdate | None:
@@ -383,13 +466,18 @@ def _restore_in_place(trainer: Trainer, saved: dict):
         trainer.scaler._growth_tracker.zero_()
 
 
-def _write_losses(path: Path, losses: list[float], steps_per_epoch: int):
+def _write_losses(path: Path, losses: list[float], epoch_ends: list[int]):
+    """loss_history.csv: each step's loss, with the epoch it belongs to (``epoch_ends``: the last step of each)."""
+
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["step", "epoch", "loss"])
-            for i, loss in enumerate(losses):
-                writer.writerow([i + 1, i // steps_per_epoch + 1, f"{loss:.6f}"])
+            epoch = 1
+            for step, loss in enumerate(losses, start=1):
+                while epoch <= len(epoch_ends) and step > epoch_ends[epoch - 1]:
+                    epoch += 1
+                writer.writerow([step, epoch, f"{loss:.6f}"])
 
     atomic_write(path, write)
 
@@ -403,6 +491,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, allo
     existing checkpoint is refused rather than overwritten. One process at a time
     may write a run folder.
     """
+    if not config.out_dir:
+        raise ValueError(
+            f"train writes a run folder, but out_dir is {config.out_dir!r}; give one (to train without writing anything, use Trainer(config).fit())"
+        )
     out_dir = Path(config.out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     check_writable(ckpt_path)

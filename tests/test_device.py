@@ -1,4 +1,4 @@
-"""CpuThreads: fewer torch threads while other processes keep the cores busy, never more than at the start."""
+"""CpuThreads: one count for the whole run by default; asked to adapt, fewer torch threads while other processes keep the cores busy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ddpm_lib.config import TrainConfig
-from ddpm_lib.device import CpuThreads, CpuUse, read_cpu_use
+from ddpm_lib.device import ADAPTIVE_THREADS, CpuThreads, CpuUse, read_cpu_use
 from ddpm_lib.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -38,7 +38,7 @@ def two_threads(monkeypatch):
 
 def test_threads_drop_beside_a_busy_process_and_come_back(two_threads):
     machine = FakeMachine(cores=2)
-    threads = CpuThreads(CPU, read=machine.read)
+    threads = CpuThreads(CPU, ADAPTIVE_THREADS, read=machine.read)
     with threads.applied():
         machine.run(10, others=0.0, mine=2.0)  # idle machine: keep both
         threads.adjust()
@@ -65,7 +65,7 @@ def test_several_busy_processes_bring_it_down_step_by_step(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     machine = FakeMachine(cores=4)
-    threads = CpuThreads(CPU, read=machine.read)
+    threads = CpuThreads(CPU, ADAPTIVE_THREADS, read=machine.read)
     with threads.applied():
         counts = []
         for _ in range(4):  # three busy processes share the crowded cores with our threads
@@ -82,7 +82,7 @@ def test_several_busy_processes_bring_it_down_step_by_step(monkeypatch):
 
 def test_short_readings_change_nothing(two_threads):
     machine = FakeMachine()
-    threads = CpuThreads(CPU, read=machine.read)
+    threads = CpuThreads(CPU, ADAPTIVE_THREADS, read=machine.read)
     with threads.applied():
         machine.run(0.2, others=2.0, mine=0.0)
         threads.adjust()
@@ -92,7 +92,7 @@ def test_short_readings_change_nothing(two_threads):
 def test_a_reading_that_fails_later_changes_nothing(two_threads):
     machine = FakeMachine()
     readings = iter([machine.read(), None])
-    threads = CpuThreads(CPU, read=lambda: next(readings))
+    threads = CpuThreads(CPU, ADAPTIVE_THREADS, read=lambda: next(readings))
     with threads.applied():
         threads.adjust()
         assert threads.count == 2
@@ -100,7 +100,7 @@ def test_a_reading_that_fails_later_changes_nothing(two_threads):
 
 def test_a_fixed_count_is_used_as_given(monkeypatch):
     machine = FakeMachine()
-    threads = CpuThreads(CPU, fixed=1, read=machine.read)
+    threads = CpuThreads(CPU, 1, read=machine.read)
     before = torch.get_num_threads()
     with threads.applied():
         assert torch.get_num_threads() == 1
@@ -111,8 +111,19 @@ def test_a_fixed_count_is_used_as_given(monkeypatch):
 
 
 def test_without_a_reading_or_off_a_cpu_nothing_changes():
-    assert not CpuThreads(CPU, read=lambda: None).adaptive
-    assert not CpuThreads(torch.device("cuda"), read=FakeMachine().read).adaptive
+    assert not CpuThreads(CPU, ADAPTIVE_THREADS, read=lambda: None).adaptive
+    assert not CpuThreads(torch.device("cuda"), ADAPTIVE_THREADS, read=FakeMachine().read).adaptive
+
+
+def test_by_default_the_count_stays_whatever_the_load(two_threads):
+    # The count decides the order of multi-threaded sums: following the load would change a run's last digits.
+    machine = FakeMachine(cores=2)
+    threads = CpuThreads(CPU, read=machine.read)
+    with threads.applied():
+        for _ in range(3):
+            machine.run(10, others=2.0, mine=1.0)
+            threads.adjust()
+    assert not threads.adaptive and threads.count == 2 and set(two_threads) == {2}
 
 
 def test_the_machine_reading_is_plausible():

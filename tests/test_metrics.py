@@ -165,3 +165,31 @@ def test_evaluate_images_against_its_own_statistics():
     labels = probs.argmax(1).tolist()
     assert result.class_fractions == pytest.approx([labels.count(k) / 64 for k in range(10)])
     assert result.confident == pytest.approx(sum(p > 0.11 for p in probs.max(1).values.tolist()) / 64)
+
+
+# ------------------------------------------------------------- what evaluate_images refuses at the door
+
+
+def digits(n: int = 4, size: int = 28) -> torch.Tensor:
+    return torch.rand(n, 1, size, size, generator=gen(0)) * 2 - 1
+
+
+@pytest.mark.parametrize(
+    "images, requested, message",
+    [
+        (digits(size=32), None, "images must be a tensor of N x 1 x 28 x 28 digits, got (4, 1, 32, 32)"),
+        (digits()[:, 0], None, "images must be a tensor of N x 1 x 28 x 28 digits, got (4, 28, 28)"),
+        (((digits() + 1) * 127.5).to(torch.uint8), None, "images must hold floating-point pixels in [-1, 1], got torch.uint8"),
+        (digits(n=1), None, "the classifier-FID needs at least 2 digits (it fits a covariance to their features), got 1"),
+        (torch.where(torch.arange(4).view(4, 1, 1, 1) == 2, float("nan"), digits()), None, "images hold NaN or infinite pixels (784 of them)"),
+        (digits(), torch.tensor([0, 1, 2, 10]), "requested must hold one label from 0 to 9 per digit (4), got shape (4,)"),
+        (digits(), torch.tensor([0, 1, 2]), "requested must hold one label from 0 to 9 per digit (4), got shape (3,)"),
+    ],
+    ids=["32x32", "no channel", "uint8", "one digit", "NaN", "label 10", "too few labels"],
+)  # fmt: skip
+def test_evaluate_images_refuses_what_it_cannot_score(images, requested, message):
+    classifier = DigitClassifier().eval()
+    reference = gaussian_stats(torch.randn(300, DigitClassifier.feature_dim, generator=gen(1), dtype=torch.float64))
+    with pytest.raises(ValueError) as refused:
+        evaluate_images(classifier, images, reference, requested=requested)
+    assert str(refused.value).startswith(message) and "\n" not in str(refused.value)

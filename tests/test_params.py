@@ -2,6 +2,8 @@
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,104 @@ def test_guidance_refusals_name_the_parameter(name, value, message):
     with pytest.raises(NotebookParameterError) as refused:
         validate(cell, GUIDANCE_NOTEBOOK)
     assert str(refused.value) == message
+
+
+# ----- names papermill was given that the notebook does not have -----------------------------------------------
+
+TRAINING_CELL = (
+    "epochs: int = 3\nlr: float = 2e-3\nresume: bool = False\nchannels: list[int] = [16, 32, 64]\ntrain_subset: int | None = None"
+)
+VALIDATE_CELL = "globals().update(params.validate(globals(), SPEC))"
+
+
+def as_papermill_left_it(*injected: str, history: tuple[str, ...] = ()) -> dict:
+    """The parameters cell's values and IPython's input history (``_ih``): the parameters cell, papermill's cell if
+    any, then the cell now running."""
+    cell = {"epochs": 3, "lr": 2e-3, "resume": False, "channels": [16, 32, 64], "train_subset": None}
+    injected_cell = ["# Parameters\n" + "\n".join(injected)] if injected else []
+    return {**cell, "_ih": ["", TRAINING_CELL, *injected_cell, *history, VALIDATE_CELL]}
+
+
+def test_a_misspelt_papermill_parameter_is_refused_naming_the_real_one():
+    with pytest.raises(NotebookParameterError) as refused:
+        validate(as_papermill_left_it("epoch = 5", "lr = 0.001"), SPEC)
+    assert str(refused.value) == "epoch is not a parameter of this notebook (did you mean epochs?)"
+
+
+def test_a_name_like_no_parameter_lists_them_all_with_the_other_problems():
+    values = {**as_papermill_left_it("n_sample = 8", "epochs = 0"), "epochs": 0}
+    with pytest.raises(NotebookParameterError) as refused:
+        validate(values, SPEC)
+    assert str(refused.value) == (
+        "2 parameters need changing: n_sample is not a parameter of this notebook (it has epochs, lr, resume, channels, train_subset); "
+        "epochs must be a whole number, at least 1, got 0"
+    )
+
+
+def test_the_notebooks_own_variables_and_its_real_parameters_pass():
+    injected = ("epochs = 5", "channels = [\n    8,\n    16,\n    16,\n]")  # papermill formats long values over several lines
+    values = {**as_papermill_left_it(*injected), "plots": object(), "Path": object()}
+    assert validate(values, SPEC)["epochs"] == 3  # the value is the one in values; the names are what was checked
+
+
+def test_a_parameters_cell_run_again_since_means_nothing_was_injected():
+    # In Jupyter, a notebook papermill wrote may be run again after its injected cell was deleted: the old history stays.
+    values = as_papermill_left_it("epoch = 5", history=("import torch", TRAINING_CELL))
+    assert validate(values, SPEC)["epochs"] == 3
+
+
+TINY_SPEC_CELL = (
+    "from ddpm_lib import params\n"
+    "SPEC = {'epochs': params.Param(int, minimum=1), 'n_samples': params.Param(int, minimum=8), "
+    "'out_dir': params.Param(str), 'resume': params.Param(bool)}\n"
+    "globals().update(params.validate(globals(), SPEC))\n"
+    "print(f'{epochs} epochs, {n_samples} samples, {out_dir}, resume={resume}')"
+)
+
+
+def tiny_notebook(path: Path) -> Path:
+    """A notebook with a parameters cell and a cell that validates it, as the course notebooks do."""
+    cells = [
+        {"id": "parameters", "cell_type": "code", "metadata": {"tags": ["parameters"]}, "outputs": [], "execution_count": None,
+         "source": "epochs: int = 1\nn_samples: int = 8\nout_dir: str = 'runs/x'\nresume: bool = False"},
+        {"id": "validate", "cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None, "source": TINY_SPEC_CELL},
+    ]  # fmt: skip
+    kernel = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    path.write_text(json.dumps({"cells": cells, "metadata": kernel, "nbformat": 4, "nbformat_minor": 5}))
+    return path
+
+
+def papermill(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
+    notebook = tiny_notebook(tmp_path / "tiny.ipynb")
+    command = [sys.executable, "-m", "papermill", str(notebook), str(tmp_path / "out.ipynb"), "--kernel", "python3", *flags]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+
+
+@pytest.mark.notebook
+def test_papermill_names_given_by_every_flag_are_checked(tmp_path):
+    (tmp_path / "more.yaml").write_text("epoch: 2\n")
+    result = papermill(tmp_path, "-p", "n_sample", "16", "-r", "outdir", "runs/y", "-y", "resum: true", "-f", str(tmp_path / "more.yaml"))
+    assert result.returncode != 0
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    (error,) = [output for cell in executed["cells"] for output in cell.get("outputs", []) if output["output_type"] == "error"]
+    assert error["ename"] == "NotebookParameterError"
+    heading, _, problems = error["evalue"].partition(": ")
+    assert heading == "4 parameters need changing" and "\n" not in problems
+    assert sorted(problems.split("; ")) == [  # in the order papermill merged the flags
+        "epoch is not a parameter of this notebook (did you mean epochs?)",
+        "n_sample is not a parameter of this notebook (did you mean n_samples?)",
+        "outdir is not a parameter of this notebook (did you mean out_dir?)",
+        "resum is not a parameter of this notebook (did you mean resume?)",
+    ]
+
+
+@pytest.mark.notebook
+def test_papermill_parameters_the_notebook_has_pass(tmp_path):
+    (tmp_path / "more.yaml").write_text("epochs: 2\n")
+    result = papermill(
+        tmp_path, "-p", "n_samples", "16", "-r", "out_dir", "runs/y", "-y", "resume: true", "-f", str(tmp_path / "more.yaml")
+    )
+    assert result.returncode == 0, result.stderr
+    executed = json.loads((tmp_path / "out.ipynb").read_text())
+    printed = "".join(text for cell in executed["cells"] for output in cell.get("outputs", []) for text in output.get("text", ""))
+    assert printed == "2 epochs, 16 samples, runs/y, resume=True\n"

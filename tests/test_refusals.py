@@ -1,5 +1,6 @@
 """Bad inputs each get one line that says what to change: weights files, MNIST folders, and `make run`."""
 
+import csv
 import errno
 import hashlib
 import importlib.util
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, write_tiny_weights
 from safetensors.torch import save_file
+from test_runfolder import must_not_hang
 
 import ddpm_lib.checkpoint as checkpoint
 import ddpm_lib.data as data
@@ -411,3 +413,219 @@ def test_the_progress_bar_keeps_its_clock_moving_during_a_long_cell():
         time.sleep(0.2)  # one long cell: no update() from papermill
         assert terminal.getvalue().count("\r") >= drawn + 3, "the bar was not redrawn while the cell ran"
         bar.update(1)
+
+
+# ----------------------------------------------------------------------------- numbers the parser took and the code could not use
+
+
+def refused_in_one_line(args: list[str], capsys) -> str:
+    """The command's one line on stderr, after checking it exited with the usage code."""
+    capsys.readouterr()
+    try:
+        code = cli([str(arg) for arg in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    error = capsys.readouterr().err.strip()
+    assert code == 2, error
+    assert "Traceback" not in error
+    return error.splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def tiny_weights_file(tmp_path_factory):
+    return write_tiny_weights(tmp_path_factory.mktemp("refusals") / "tiny.safetensors")
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make each command's work a test failure: a refusal must come before it."""
+
+    def fail(*args, **kwargs):
+        pytest.fail("the command started its work")
+
+    for work in ("ddpm_lib.sampling.sample_many", "ddpm_lib.evaluation.evaluate_model", "ddpm_lib.evaluation.guidance_and_steps_curves",
+                 "ddpm_lib.cli.train_classifier", "ddpm_lib.trainer.train"):  # fmt: skip
+        monkeypatch.setattr(work, fail)
+
+
+@pytest.mark.parametrize("seed", [str(2**64), "-1"])
+@pytest.mark.parametrize("command", ["sample", "train", "evaluate", "train-classifier", "sweep"])
+def test_a_seed_torch_cannot_take_is_refused_naming_the_flag(tmp_path, capsys, tiny_weights_file, no_work, command, seed):
+    out = {"sample": ["--out", tmp_path / "d.png"], "train": ["--epochs", 1, "--out", tmp_path / "run", "--subset", 256],
+           "train-classifier": ["--epochs", 1, "--out", tmp_path / "c.safetensors"], "sweep": ["--out", tmp_path / "c.csv"]}  # fmt: skip
+    model = ["--checkpoint", tiny_weights_file, "--n", 2] if command in ("sample", "evaluate") else []
+    error = refused_in_one_line([command, *model, *out.get(command, []), "--seed", seed], capsys)
+    assert error.endswith(f"--seed: must be a whole number from 0 to 4,294,967,295, got {seed}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_of_one_digit_is_refused_before_sampling(tiny_weights_file, capsys, monkeypatch):
+    monkeypatch.setattr("ddpm_lib.evaluation.evaluate_model", lambda *args, **kwargs: pytest.fail("sampled and scored one digit"))
+    error = refused_in_one_line(["evaluate", "--checkpoint", tiny_weights_file, "--n", 1], capsys)
+    assert error.endswith("--n must be at least 2 here: the classifier-FID fits a covariance to the digits' features")
+
+
+@pytest.mark.parametrize("flag", ["--seconds", "--quality-minutes"])
+def test_bench_for_ever_is_refused(capsys, monkeypatch, flag):
+    monkeypatch.setattr("ddpm_lib.bench.run_bench", lambda *args, **kwargs: pytest.fail("a benchmark without end was started"))
+    assert refused_in_one_line(["bench", "--quality", flag, "inf"], capsys).endswith(f"{flag}: must be positive, got inf")
+
+
+def test_train_without_a_run_folder_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error = refused_in_one_line(["train", "--epochs", 1, "--subset", 256, "--batch-size", 64, "--quiet", "--out", ""], capsys)
+    assert error.endswith("--out: must name the run folder, got ''")
+    assert list(tmp_path.iterdir()) == [], "something was written in the working folder"
+
+
+def test_the_library_refuses_to_train_into_no_folder():
+    from ddpm_lib.trainer import train
+
+    with pytest.raises(ValueError) as refused:
+        train(TrainConfig(out_dir="", model=TINY_MODEL), progress=False)
+    assert one_line(refused.value).startswith("train writes a run folder, but out_dir is ''")
+
+
+# ----------------------------------------------------------------------------- damaged but well-formed files
+
+
+def test_weights_holding_nan_are_refused_at_load(tmp_path, tiny_weights, capsys):
+    state = dict(tiny_weights)
+    state["conv_out.weight"] = torch.full_like(state["conv_out.weight"], float("nan"))
+    path = weights_file(tmp_path / "diverged.safetensors", state, asdict(TrainConfig(model=TINY_MODEL)))
+    with pytest.raises(CheckpointError) as refused:
+        load_weights(path, "cpu")
+    assert one_line(refused.value).startswith(f"{path}: conv_out.weight holds NaN or infinite values")
+    error = refused_in_one_line(["sample", "--checkpoint", path, "--n", 2, "--steps", 2, "--out", tmp_path / "d.png"], capsys)
+    assert "holds NaN or infinite values" in error and not (tmp_path / "d.png").exists()
+
+
+def test_a_checkpoint_whose_weights_hold_inf_is_refused(tmp_path, tiny_weights):
+    state = {**tiny_weights, "time_mlp.0.bias": torch.full_like(tiny_weights["time_mlp.0.bias"], float("inf"))}
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(TrainConfig(model=TINY_MODEL)), "model": tiny_weights, "ema": state}, path)
+    with pytest.raises(CheckpointError, match=r"time_mlp\.0\.bias holds NaN or infinite values"):
+        load_checkpoint(path, "cpu")
+
+
+def test_a_conditional_model_of_other_classes_than_the_digits_is_one_line(tmp_path, capsys):
+    five_classes = replace(TINY_MODEL, num_classes=5)
+    torch.manual_seed(0)
+    path = weights_file(tmp_path / "five.safetensors", SimpleUNet(five_classes).state_dict(), asdict(TrainConfig(model=five_classes)))
+    args = ["sample", "--conditional", "--checkpoint", path, "--n", 10, "--steps", 2, "--out", tmp_path / "d.png"]
+    error = refused_in_one_line(args, capsys)
+    assert (
+        error
+        == f"error: {path} is a class-conditional model of 5 classes, not of the 10 digits that sampling asks for; give a model trained on MNIST with --conditional"
+    )
+
+
+def test_the_caller_says_what_to_change_for_a_model_of_the_other_kind(tiny_weights_file):
+    # Notebook 04 names its own parameter, not the command line's flags.
+    remedy = "set checkpoint to None (the shipped conditional model) or to a checkpoint trained with --conditional"
+    with pytest.raises(ValueError) as refused:
+        load_model(tiny_weights_file, "cpu", conditional=True, remedy=remedy)
+    assert one_line(refused.value) == f"{tiny_weights_file} is an unconditional model; {remedy}"
+
+
+# ----------------------------------------------------------------------------- odd file-system objects
+
+
+def test_a_folder_named_like_weights_is_one_line(tmp_path, capsys):
+    (tmp_path / "x.safetensors").mkdir()
+    error = refused_in_one_line(["sample", "--checkpoint", tmp_path / "x.safetensors", "--out", tmp_path / "d.png"], capsys)
+    assert error == f"error: {tmp_path / 'x.safetensors'} is a folder, not a weights file; give the path of the file itself"
+
+
+@pytest.mark.slow  # a Python of its own, which old versions left waiting for ever
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")
+@pytest.mark.parametrize("name", ["weights.safetensors", "checkpoint.pt"])
+def test_a_fifo_given_as_the_checkpoint_does_not_hang(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    command = [sys.executable, "-m", "ddpm_lib", "sample", "--checkpoint", str(tmp_path / name), "--out", str(tmp_path / "d.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        f"{tmp_path / name} is a FIFO (named pipe), not a {'checkpoint' if name.endswith('.pt') else 'weights file'}; give the path of the file itself"
+    )
+
+
+@pytest.mark.parametrize("kind", ["folder", "FIFO"])
+def test_an_mnist_file_that_is_not_a_file_is_one_line_and_left_alone(tmp_path, kind):
+    if kind == "FIFO" and not hasattr(os, "mkfifo"):
+        pytest.skip("FIFOs are POSIX's")
+    raw = raw_dir(tmp_path)
+    raw.mkdir(parents=True)
+    odd = raw / "train-images-idx3-ubyte"
+    odd.mkdir() if kind == "folder" else os.mkfifo(odd)
+    with must_not_hang(), pytest.raises(MNISTUnavailable) as refused:
+        ensure_mnist(tmp_path, quiet=True)
+    assert one_line(refused.value).startswith(f"{odd} is a {'folder' if kind == 'folder' else 'FIFO or a device'}, where the MNIST file")
+    assert odd.exists()
+
+
+@pytest.mark.parametrize("manifest_text", ["{not json", '{"conditional": "weights.safetensors"}', "[]"])
+def test_a_damaged_manifest_is_one_line_naming_it(tmp_path, monkeypatch, capsys, manifest_text):
+    from ddpm_lib import pretrained
+
+    (tmp_path / "manifest.json").write_text(manifest_text)
+    monkeypatch.setattr(pretrained, "ASSETS", tmp_path)
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
+    error = refused_in_one_line(["sample", "--n", 2, "--out", tmp_path / "d.png"], capsys)
+    assert error.startswith(f"error: {tmp_path / 'manifest.json'} ") and "it is damaged" in error
+
+
+def test_make_run_into_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "runs").write_text("not a folder")
+    assert run_notebooks.main(["--runs", str(tmp_path / "runs")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"error: --runs: cannot write {tmp_path / 'runs' / 'logs'}")
+    assert f"{tmp_path / 'runs'} is a file, not a folder" in error
+
+
+def test_make_run_into_a_read_only_place_is_one_line(tmp_path, capsys, monkeypatch):
+    # Root writes through folder modes, so the OS's answer for a read-only folder is imitated.
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr("ddpm_lib.runfolder.tempfile.mkstemp", read_only)
+    assert run_notebooks.main(["--runs", str(tmp_path / "runs")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"no permission to write in {tmp_path}" in error
+    assert not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- the sweep's table
+
+
+def sweep_with_points(tmp_path, monkeypatch, capsys, points: int) -> Path:
+    """Run sweep into an existing table, interrupted (Ctrl-C) after ``points`` new points."""
+    out = tmp_path / "curves.csv"
+    out.write_text("curve,sampler\nguidance,ddim\nsteps,ddim\n")
+
+    def interrupted_after(model, schedule, n, *args, log, **kwargs):
+        for k in range(points):
+            log({"curve": "guidance", "sampler": "ddim", "steps": 20, "guidance": float(k), "fid": 1.0, "floor_fid": 0.5,
+                 "worst_digit_accuracy": 0.9, "seconds": 1.0})  # fmt: skip
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ddpm_lib.evaluation.guidance_and_steps_curves", interrupted_after)
+    monkeypatch.setattr("ddpm_lib.cli.load_model", lambda *args, **kwargs: (None, type("Schedule", (), {"timesteps": 1000})(), None))
+    assert cli(["sweep", "--n", "500", "--out", str(out)]) == 130
+    capsys.readouterr()
+    return out
+
+
+def test_a_sweep_interrupted_before_its_first_point_keeps_the_old_table(tmp_path, monkeypatch, capsys):
+    out = sweep_with_points(tmp_path, monkeypatch, capsys, points=0)
+    assert out.read_text() == "curve,sampler\nguidance,ddim\nsteps,ddim\n"
+
+
+def test_a_sweep_interrupted_later_keeps_the_points_it_measured(tmp_path, monkeypatch, capsys):
+    from ddpm_lib.evaluation import CURVE_COLUMNS
+
+    out = sweep_with_points(tmp_path, monkeypatch, capsys, points=2)
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(CURVE_COLUMNS) and [row["guidance"] for row in rows] == ["0.0", "1.0"]
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.csv"]

@@ -1,6 +1,8 @@
 """The run folder's guards: one writer at a time, no half-written files, and early one-line refusals."""
 
+import contextlib
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from ddpm_lib.runfolder import (
     DiskFullError,
     NotWritableError,
     RunFolderBusy,
+    RunFolderError,
     RunLock,
     atomic_write,
     check_writable,
@@ -314,3 +317,230 @@ def test_set_aside_leaves_a_run_that_is_still_being_written(tmp_path):
     with RunLock(run), pytest.raises(RunFolderBusy):
         set_aside(run)
     assert run.is_dir() and not (tmp_path / "02_training.previous-1").exists()
+
+
+# ----------------------------------------------------------------------------- nothing written through a link
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    """A file outside the run folder that a planted link points at: it must stay byte for byte as it is."""
+    path = tmp_path / "elsewhere" / "notes.txt"
+    path.parent.mkdir()
+    path.write_bytes(b"the owner's notes\n")
+    return path
+
+
+@contextlib.contextmanager
+def must_not_hang(seconds: int = 10):
+    """Fail instead of waiting forever (a FIFO opened for reading waits for a writer)."""
+
+    def give_up(*_):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def plant(path: Path, kind: str, victim: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "symbolic link":
+        path.symlink_to(victim)
+    elif kind == "hard link":
+        os.link(victim, path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["symbolic link", "hard link", "folder", "FIFO"])
+def test_a_lock_that_is_not_a_plain_file_is_refused_in_one_line(tmp_path, victim, kind):
+    run = tmp_path / "run"
+    plant(run / LOCK_NAME, kind, victim)
+    with must_not_hang(), pytest.raises(RunFolderError) as refused, RunLock(run):
+        pytest.fail("the run went on with a planted lock")
+    message = str(refused.value)
+    assert message.startswith(f"{run / LOCK_NAME} is a {kind.split()[0] if kind == 'FIFO' else kind}") and "\n" not in message
+    assert "not the run folder's lock file" in message and "Move it away" in message
+    assert victim.read_bytes() == b"the owner's notes\n"
+
+
+@posix_only
+def test_train_into_a_folder_with_a_planted_lock_link_leaves_its_target_alone(tmp_path, victim, cli):
+    # The reproduction: a run folder handed over with .lock pointing at a file of its new owner.
+    run = tmp_path / "R"
+    plant(run / LOCK_NAME, "symbolic link", victim)
+    result = cli("train", "--subset", 256, "--batch-size", 64, "--epochs", 1, "--quiet", "--out", run)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "is a symbolic link" in result.stderr
+    assert victim.read_bytes() == b"the owner's notes\n"
+    assert (run / LOCK_NAME).is_symlink() and not (run / "checkpoint.pt").exists()
+
+
+@posix_only
+def test_set_aside_refuses_a_folder_whose_lock_is_a_link(tmp_path, victim):
+    run = tmp_path / "02_training"
+    plant(run / LOCK_NAME, "symbolic link", victim)
+    with pytest.raises(RunFolderError, match="is a symbolic link"):
+        set_aside(run)
+    assert victim.read_bytes() == b"the owner's notes\n" and run.is_dir()
+
+
+@posix_only
+def test_atomic_write_never_writes_through_a_planted_link(tmp_path, victim, monkeypatch):
+    # Links at the temporary name earlier versions used (".<stem>.tmp-<pid><suffix>") and at the real name.
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    run = tmp_path / "run"
+    plant(run / ".checkpoint.tmp-4242.pt", "symbolic link", victim)
+    plant(run / "checkpoint.pt", "symbolic link", victim)
+    atomic_write(run / "checkpoint.pt", lambda tmp: tmp.write_bytes(b"epoch 1"))
+    assert victim.read_bytes() == b"the owner's notes\n"
+    assert not (run / "checkpoint.pt").is_symlink() and (run / "checkpoint.pt").read_bytes() == b"epoch 1"
+
+
+@posix_only
+@pytest.mark.parametrize("kind", ["symbolic link", "FIFO"])
+def test_a_temporary_replaced_while_it_was_written_is_refused(tmp_path, victim, kind):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ema.safetensors").write_bytes(b"epoch 1")
+
+    def swap_the_temporary(tmp: Path):
+        tmp.unlink()
+        plant(tmp, kind, victim)
+
+    with must_not_hang(), pytest.raises(RunFolderError) as refused:
+        atomic_write(run / "ema.safetensors", swap_the_temporary)
+    assert "not the temporary file written for ema.safetensors" in str(refused.value) and "\n" not in str(refused.value)
+    assert victim.read_bytes() == b"the owner's notes\n"
+    assert (run / "ema.safetensors").read_bytes() == b"epoch 1" and sorted(p.name for p in run.iterdir()) == ["ema.safetensors"]
+
+
+@posix_only
+def test_planted_temporaries_are_removed_without_following_them(tmp_path, victim):
+    run = tmp_path / "run"
+    plant(run / ".checkpoint.tmp-17-abcd1234.pt", "symbolic link", victim)
+    plant(run / ".ema.tmp-17.safetensors", "symbolic link", victim.parent)  # a link to a folder
+    plant(run / ".tmpAb12Cd", "FIFO", victim)  # safetensors' own temporary name
+    removed = remove_stale_temporaries(run)
+    assert [p.name for p in removed] == [".checkpoint.tmp-17-abcd1234.pt", ".ema.tmp-17.safetensors", ".tmpAb12Cd"]
+    assert list(run.iterdir()) == []
+    assert victim.read_bytes() == b"the owner's notes\n" and sorted(p.name for p in victim.parent.iterdir()) == ["notes.txt"]
+
+
+def test_atomic_write_refuses_a_folder_at_the_real_name(tmp_path):
+    (tmp_path / "epoch_001.png").mkdir()
+    with pytest.raises(RunFolderError) as refused:
+        atomic_write(tmp_path / "epoch_001.png", lambda tmp: tmp.write_bytes(b"png"))
+    assert str(refused.value) == f"cannot write {tmp_path / 'epoch_001.png'}: it is a folder; move it away or choose another name"
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch_001.png"]
+
+
+@posix_only
+def test_files_written_atomically_get_the_mode_of_any_new_file(tmp_path):
+    ordinary = tmp_path / "ordinary"
+    ordinary.write_bytes(b"")
+    atomic_write(tmp_path / "history.csv", lambda tmp: tmp.write_text("step,epoch,loss\n"))
+    assert (tmp_path / "history.csv").stat().st_mode == ordinary.stat().st_mode
+
+
+# ----------------------------------------------------------------------------- a full disk, however the writer says it
+
+
+def raising(make_error):
+    def write(tmp: Path):
+        tmp.write_bytes(b"half")
+        raise make_error()
+
+    return write
+
+
+def safetensors_error(text: str) -> Exception:
+    from safetensors import SafetensorError
+
+    return SafetensorError(text)
+
+
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        # torch.save's words for a short write, whatever stopped it
+        (lambda: RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+         "the write stopped short (a full disk, a quota or a file-size limit)"),
+        (lambda: safetensors_error("Error while serializing: I/O error: No space left on device (os error 28)"), "no space left on device"),
+        (lambda: safetensors_error("Error while serializing: I/O error: File too large (os error 27)"), "file too large"),
+        (lambda: OSError(errno.EFBIG, "File too large"), "file too large for this process's file-size limit (ulimit -f)"),
+        (lambda: OSError(errno.EDQUOT, "Disk quota exceeded"), "disk quota exceeded"),
+    ],
+)  # fmt: skip
+def test_every_wrapping_of_a_full_disk_is_the_one_line(tmp_path, error, said):
+    target = tmp_path / "checkpoint.pt"
+    target.write_bytes(b"epoch 3")
+    with pytest.raises(DiskFullError) as full:
+        atomic_write(target, raising(error))
+    assert str(full.value).startswith(f"{said}") and f"while writing {target}; the previous checkpoint.pt is intact" in str(full.value)
+    assert "\n" not in str(full.value)
+    assert target.read_bytes() == b"epoch 3" and list(tmp_path.iterdir()) == [target]
+
+
+def test_an_error_raised_from_a_full_disk_is_the_one_line_too(tmp_path):
+    def wrap_the_os_error(tmp: Path):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as exc:
+            raise RuntimeError("the writer gave up") from exc
+
+    with pytest.raises(DiskFullError, match=r"^no space left on device while writing .*nothing was written"):
+        atomic_write(tmp_path / "grid.png", wrap_the_os_error)
+
+
+# Each writer the project uses, under a real file-size limit (SIGXFSZ ignored, as Python does), after a first version fitted.
+UNDER_A_FILE_SIZE_LIMIT = """
+import json, resource, signal, sys
+import numpy as np, torch
+from PIL import Image
+from ddpm_lib.checkpoint import save_weights
+from ddpm_lib.runfolder import DiskFullError, atomic_write
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+writers = {
+    "checkpoint.pt": lambda big: lambda tmp: torch.save({"w": torch.zeros(big)}, tmp),
+    "ema.safetensors": lambda big: lambda tmp: save_weights({"w": torch.zeros(big)}, tmp, {}),
+    "epoch_001.png": lambda big: lambda tmp: Image.fromarray(np.random.default_rng(0).integers(0, 255, (big // 64, 64), np.uint8)).save(tmp),
+    "digits.npz": lambda big: lambda tmp: np.savez_compressed(tmp, images=np.random.default_rng(0).random(big)),
+}
+for name, writer in writers.items():
+    atomic_write(name, writer(64))
+resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+said = {}
+for name, writer in writers.items():
+    try:
+        atomic_write(name, writer(65536))
+        said[name] = "written"
+    except DiskFullError as exc:
+        said[name] = str(exc)
+print(json.dumps(said))
+"""
+
+
+@posix_only
+@pytest.mark.slow  # a Python of its own, with torch
+def test_a_real_file_size_limit_is_the_one_line_for_every_writer(tmp_path):
+    import resource  # noqa: F401  (POSIX only)
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", UNDER_A_FILE_SIZE_LIMIT], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    said = json.loads(result.stdout)
+    for name, message in said.items():
+        assert f"while writing {name}; the previous {name} is intact" in message and "\n" not in message, message
+        assert message.startswith(("file too large", "the write stopped short")), message
+    before = {name: (tmp_path / name).stat().st_size for name in said}
+    assert all(size < 16384 for size in before.values()), "the first, small versions were replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(said), "a temporary file was left behind"

@@ -20,9 +20,12 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+from ddpm_lib.runfolder import RunFolderError, atomic_write, check_writable, open_own_file
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -55,10 +58,11 @@ def plan(runs: Path, from_02: bool) -> list[tuple[str, dict]]:
 def stderr_into(log: Path):
     """Point file descriptor 2 at ``log`` for the block: the kernel papermill starts inherits it, and its log with it."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    fd = open_own_file(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a kernel's log")
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(log, "wb") as f:
-        os.dup2(f.fileno(), 2)
+    os.dup2(fd, 2)
+    os.close(fd)
     try:
         yield
     finally:
@@ -91,24 +95,32 @@ def clock_ticking(every: float = 1.0):
 def run_notebook(notebook: Path, parameters: dict, runs: Path, terminal) -> Path:
     """Execute ``notebook`` into ``runs``, with its kernel's log in runs/logs/; return the HTML copy's path.
 
-    The HTML is written even when a cell fails, so the error can be read in a browser.
+    The HTML is written even when a cell fails, so the error can be read in a browser. papermill
+    writes the executed notebook as it goes, into a file made here that no one can have put a link
+    at; it takes the notebook's name when the run ends.
     """
     import papermill
     from nbconvert import HTMLExporter
 
     executed, html, log = runs / f"{notebook.stem}.ipynb", runs / f"{notebook.stem}.html", runs / "logs" / f"{notebook.stem}.log"
+    fd, name = tempfile.mkstemp(prefix=f".{notebook.stem}.tmp-{os.getpid()}-", suffix=".ipynb", dir=runs)
+    os.close(fd)
+    writing = Path(name)
     with stderr_into(log), clock_ticking():
         try:
             papermill.execute_notebook(
-                str(notebook), str(executed), parameters=parameters, cwd=str(notebook.parent), kernel_name="python3",
+                str(notebook), str(writing), parameters=parameters, cwd=str(notebook.parent), kernel_name="python3",
                 progress_bar={"desc": f"  {notebook.stem}", "file": terminal, "leave": False},
             )  # fmt: skip
         except papermill.PapermillExecutionError as exc:
             error = f"{exc.ename}: {exc.evalue}".strip().splitlines()[0]
             raise NotebookFailed(f"{notebook.stem} stopped in cell [{exc.exec_count}] with {error}; read {html} and {log}") from None
         finally:
-            if executed.exists():
-                html.write_text(HTMLExporter().from_filename(str(executed))[0], encoding="utf-8")
+            if writing.stat().st_size:
+                os.replace(writing, executed)
+                atomic_write(html, lambda tmp: tmp.write_text(HTMLExporter().from_filename(str(executed))[0], encoding="utf-8"))
+            else:  # papermill stopped before writing anything
+                writing.unlink()
     return html
 
 
@@ -150,15 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where the executed notebooks, HTML and pictures go")
     args = parser.parse_args(argv)
     runs = args.runs.resolve()
-    runs.mkdir(parents=True, exist_ok=True)
+    notebooks = plan(runs, args.from_02)
+    try:
+        check_writable(runs / "logs" / f"{notebooks[0][0]}.log")  # before the first notebook runs, not after it
+        runs.mkdir(parents=True, exist_ok=True)
+    except RunFolderError as exc:
+        print(f"error: --runs: {exc}", file=sys.stderr)
+        return 2
     terminal = os.fdopen(os.dup(2), "w", buffering=1)  # the progress bars stay on the terminal while fd 2 goes to a log
     started, htmls = time.monotonic(), []
-    for name, parameters in plan(runs, args.from_02):
+    for name, parameters in notebooks:
         began = time.monotonic()
         print(f"[{time.strftime('%H:%M:%S')}] {name}: started", flush=True)
         try:
             htmls.append(run_notebook(NOTEBOOKS / f"{name}.ipynb", parameters, runs, terminal))
-        except NotebookFailed as failure:
+        except (NotebookFailed, RunFolderError) as failure:  # a cell's error, or a link planted where a file goes
             print(f"error: {failure}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
