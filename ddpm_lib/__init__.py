@@ -7,15 +7,15 @@ objective  the loss: target (eps or v) and weighting           (what is learned)
 config     TrainConfig, every training setting in one place
 trainer    Algorithm 1, EMA, mixed precision, a CUDA-graph step (learning)
 checkpoint building, saving and loading models
-sampling   DDPM (Algorithm 2) and DDIM reverse processes,      (generation)
-           classifier-free guidance
+sampling   DDPM, DDIM and DPM-Solver++ (2M) as steps of one    (generation)
+           loop, classifier-free guidance
 data       MNIST, fetched and verified                         (input)
 metrics    a digit classifier and classifier-FID               (judging)
 evaluation the model cards' figures and notebook 04's curves
 exercises  the notebooks' exercises: check(name, function) in one line
 device, runfolder, params, pretrained, plots, widgets, cli, bench   (around them)
 
-README.md, "Layout", gives the modules in dependency order.
+ARCHITECTURE.md gives the modules in dependency order.
 """
 
 from pathlib import Path

@@ -3,8 +3,9 @@
 Measures (never asserts) the images per second of the trainer's own step for
 the default model in each precision and batch size worth knowing on this
 device (on a GPU, with and without the CUDA graph), the time to sample 64
-digits with DDPM (all T steps) and DDIM (50 steps), and, with ``--quality``,
-the minutes of training until 90% of samples are confidently classified.
+digits with each registered sampler (50 steps, or all T for one that always
+takes them all), and, with ``--quality``, the minutes of training until 90%
+of samples are confidently classified.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from .data import TRAINING_DIGITS
 from .device import autocast, resolve_device, resolve_precision
 from .evaluation import load_classifier
 from .metrics import DigitClassifier, Evaluation, evaluate_images, gaussian_stats
-from .sampling import sample, sample_many
+from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, sample, sample_many
 from .schedule import NoiseSchedule
 from .trainer import Trainer
 from .unet import SimpleUNet, count_parameters
 
+SAMPLING_STEPS = 50  # for the samplers that take a number of steps: DDIM's usual count
 GPU_BATCHES = (128, 1024, 4096)  # the default batch, and two that fill an H100 better
 WARMUP_STEPS = 5  # allocator, kernel selection and (on a GPU) the graph recording stay out of the timing
 
@@ -63,7 +65,7 @@ def sampling_seconds(device, sampler: str, steps: int, precision: str, n: int = 
     model = build_model(config, device).eval()
     schedule = NoiseSchedule(config.schedule, config.timesteps).to(device)
     with autocast(device, precision):
-        sample(model, schedule, n, "ddim", 2)  # warm-up
+        sample(model, schedule, n, DEFAULT_SAMPLER, 2)  # warm-up
         _sync(device)
         start = time.perf_counter()
         sample(model, schedule, n, sampler, steps)
@@ -139,6 +141,18 @@ def minutes_to_quality(
     return None, log
 
 
+def sampling_rows(device: torch.device, precision: str) -> list[tuple[str, str]]:
+    """The time to draw 64 digits with each registered sampler, at ``SAMPLING_STEPS`` steps where it takes a number of them."""
+    timesteps = TrainConfig().timesteps
+    rows = []
+    for sampler in SAMPLER_REGISTRY.values():
+        steps = sampler.steps_visited(SAMPLING_STEPS, timesteps)
+        rows.append(
+            (f"sample 64 digits, {sampler.label} {steps} steps", f"{sampling_seconds(device, sampler.name, steps, precision):.2f} s")
+        )
+    return rows
+
+
 def training_rows(device: torch.device) -> list[tuple[str, TrainConfig]]:
     """What to time: the default step; on a GPU also larger batches (which amortise kernel launches) and the
     graph on and off."""
@@ -178,10 +192,7 @@ def run_bench(device_name: str = "auto", quality: bool = False, quality_minutes:
         rate, graphed = train_throughput(config, seconds)
         failed = " (capture failed: plain step)" if config.cuda_graphs and device.type == "cuda" and not graphed else ""
         rows.append((label + failed, f"{rate:.0f} img/s"))
-    rows += [
-        ("sample 64 digits, DDPM 1000 steps", f"{sampling_seconds(device, 'ddpm', 1000, amp):.1f} s"),
-        ("sample 64 digits, DDIM 50 steps", f"{sampling_seconds(device, 'ddim', 50, amp):.2f} s"),
-    ]
+    rows += sampling_rows(device, amp)
     notes = []
     if quality:
         minutes, notes = minutes_to_quality(replace(default, device=device_name), max_minutes=quality_minutes)

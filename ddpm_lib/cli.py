@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError, load_model, save_weights
 from .config import DEFAULT_GUIDANCE, LR_SCHEDULES, SAMPLING_BATCH, TrainConfig
 from .data import MNISTUnavailable, load_mnist
 from .device import PRECISIONS, autocast, model_device, resolve_device, resolve_precision
-from .metrics import accuracy, train_classifier
+from .metrics import MIN_DIGITS, accuracy, train_classifier
 from .objective import PREDICTIONS, WEIGHTINGS
 from .pretrained import ShippedWeightsError
 from .runfolder import RunFolderError, atomic_write, check_writable
@@ -44,6 +44,8 @@ MAX_BATCH = 20_000  # --batch-size: larger batches gain no speed and risk exhaus
 # --n of evaluate and sweep: the classifier-FID estimates a 128 x 128 feature covariance, whose
 # estimate is too noisy below a few hundred digits to compare runs; fewer than this get a warning.
 RELIABLE_FID_DIGITS = 500
+# --seed: every command adds to it (a batch's or an epoch's own seed) and torch takes seeds of 64 bits.
+MAX_SEED = 2**32 - 1
 
 
 class UsageError(Exception):
@@ -61,7 +63,7 @@ def _positive(kind, at_most: float = math.inf):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
-        if not (0 < value <= at_most):  # also refuses nan and inf
+        if not (0 < value <= at_most) or value == math.inf:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be positive{'' if at_most == math.inf else f' and at most {at_most:,}'}, got {text}")
         return value
 
@@ -114,6 +116,22 @@ def _device(text: str) -> str:
     return text
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED:,}, got {text}")
+    return value
+
+
+def _run_folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"must name the run folder, got {text!r}")
+    return text
+
+
 def _channels(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(c) for c in text.split(","))
@@ -126,7 +144,9 @@ def _channels(text: str) -> tuple[int, ...]:
 
 def _train_flags(p: argparse.ArgumentParser):
     p.add_argument("--epochs", type=_positive(int), required=True, help="total epochs (with --resume: including those done)")
-    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors")
+    p.add_argument(
+        "--out", type=_run_folder, required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors"
+    )
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument(
         "--allow-changes", action="store_true", help="with --resume: accept changed settings (recorded in the checkpoint's history)"
@@ -149,7 +169,7 @@ def _train_flags(p: argparse.ArgumentParser):
     p.add_argument("--amp", choices=PRECISIONS, default="auto")
     p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run the plain step instead of replaying a CUDA graph")
     p.add_argument("--device", type=_device, default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -203,7 +223,7 @@ def _model_flags(p: argparse.ArgumentParser, n_default: int, checkpoint_help: st
     """What every command that samples a model shares: which model, how many digits, where and how fast."""
     p.add_argument("--checkpoint", help=checkpoint_help)
     p.add_argument("--n", type=_positive(int, at_most=MAX_DIGITS), default=n_default, help=f"number of digits (default {n_default:,})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", type=_device, default="auto")
     p.add_argument("--batch-size", type=_positive(int, at_most=MAX_BATCH), default=SAMPLING_BATCH, help="digits sampled at once (memory)")
 
@@ -216,7 +236,7 @@ def _sampling_flags(p: argparse.ArgumentParser, n_default: int):
     p.add_argument(
         "--sampler",
         choices=tuple(sampling.SAMPLER_REGISTRY),
-        default="ddim",
+        default=sampling.DEFAULT_SAMPLER,
         help="; ".join(f"{s.name}: {'--steps steps' if s.uses_steps else 'all T steps'}" for s in samplers),
     )
     p.add_argument("--steps", type=_positive(int), default=50, help=f"steps of {with_steps} (the others take all T; default 50)")
@@ -302,14 +322,26 @@ def _load_model(args, conditional: bool):
     return model, schedule
 
 
+def _sampler_name(text: str) -> str:
+    """The name as given, once it names a registered sampler."""
+    try:
+        sampling.get_sampler(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _check_steps(sampler: str, step_counts: list[int], timesteps: int, flag: str):
-    """Refuse, before any sampling, a step count the model's schedule does not have."""
+    """Refuse, before any sampling, a step count the model's schedule does not have (for a sampler that takes a step count)."""
     too_many = [steps for steps in step_counts if steps > timesteps]
     if sampling.get_sampler(sampler).uses_steps and too_many:
         raise UsageError(f"{flag} {too_many[0]} is more than the model's {timesteps} timesteps")
 
 
-def _warn_if_few_digits(n: int):
+def _check_fid_digits(n: int):
+    """Refuse an --n the classifier-FID cannot use (a covariance of one digit), warn below a reliable one."""
+    if n < MIN_DIGITS:
+        raise UsageError(f"--n must be at least {MIN_DIGITS} here: the classifier-FID fits a covariance to the digits' features")
     if n < RELIABLE_FID_DIGITS:
         print(
             f"warning: --n {n} is below {RELIABLE_FID_DIGITS} digits, where the classifier-FID is too noisy to compare runs",
@@ -322,7 +354,7 @@ def _evaluate_flags(p: argparse.ArgumentParser):
 
 
 def _evaluate(args) -> int:
-    _warn_if_few_digits(args.n)
+    _check_fid_digits(args.n)
     guidance = _guidance_weight(args)
     model, schedule = _load_model(args, conditional=guidance is not None)
     _check_steps(args.sampler, [args.steps], schedule.timesteps, "--steps")
@@ -333,54 +365,85 @@ def _evaluate(args) -> int:
 def _sweep_flags(p: argparse.ArgumentParser):
     _model_flags(p, 10_000, "a conditional checkpoint or weights; default: the shipped conditional weights")
     p.add_argument("--guidance", type=_list_of(_non_negative), default=[0, 0.5, 1, 2, 3, 4, 6], help="weights w for the guidance curve")
-    p.add_argument("--guidance-steps", type=_positive(int), default=50, help="DDIM steps for the guidance curve")
-    p.add_argument("--steps", type=_list_of(_positive(int)), default=[10, 20, 50, 100, 1000], help="DDIM step counts for the steps curve")
+    samplers = sampling.SAMPLER_REGISTRY.values()
+    p.add_argument(
+        "--guidance-sampler",
+        choices=tuple(sampling.SAMPLER_REGISTRY),
+        default=sampling.DEFAULT_SAMPLER,
+        help="sampler of the guidance curve",
+    )
+    p.add_argument("--guidance-steps", type=_positive(int), default=50, help="steps of the guidance curve's sampler (default 50)")
+    p.add_argument(
+        "--samplers",
+        type=_list_of(_sampler_name),
+        help=f"samplers of the steps curve, comma-separated (default: all, {','.join(s.name for s in samplers)})",
+    )
+    p.add_argument(
+        "--steps",
+        type=_list_of(_positive(int)),
+        default=[10, 20, 50, 100, 1000],
+        help=f"step counts for the steps curve, for {'/'.join(s.name for s in samplers if s.uses_steps)} (the others take all T steps once)",
+    )
     p.add_argument("--steps-guidance", type=_non_negative, help="w for the steps curve (default: lowest FID on the guidance curve)")
-    p.add_argument("--no-ddpm", action="store_true", help="leave DDPM (all T steps, slow on a CPU) out of the steps curve")
+    p.add_argument(
+        "--no-ddpm",
+        action="store_true",
+        help=f"leave the samplers that always take all T steps ({'/'.join(s.name for s in samplers if not s.uses_steps)}), slow on a CPU, out of the steps curve",
+    )
     p.add_argument("--out", type=_file_ending_in(".csv"), required=True, help="FILE.csv")
 
 
 def _sweep(args) -> int:
     out = Path(args.out)
     check_writable(out)
-    _warn_if_few_digits(args.n)
+    _check_fid_digits(args.n)
     model, schedule = _load_model(args, conditional=True)
-    _check_steps("ddim", [args.guidance_steps], schedule.timesteps, "--guidance-steps")
-    _check_steps("ddim", args.steps, schedule.timesteps, "--steps")
+    _check_steps(args.guidance_sampler, [args.guidance_steps], schedule.timesteps, "--guidance-steps")
+    for sampler in args.samplers or sampling.SAMPLER_REGISTRY:
+        _check_steps(sampler, args.steps, schedule.timesteps, "--steps")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, evaluation.CURVE_COLUMNS)
-        writer.writeheader()
+    rows = []
 
-        def log(row):
-            writer.writerow(row)
-            f.flush()  # an interrupted sweep keeps the points it measured
-            print(
-                f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
-                f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s",
-                flush=True,
-            )
-
-        evaluation.guidance_and_steps_curves(
-            model,
-            schedule,
-            args.n,
-            args.guidance,
-            args.steps,
-            args.guidance_steps,
-            args.steps_guidance,
-            include_ddpm=not args.no_ddpm,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            log=log,
+    def log(row):
+        rows.append(row)
+        # The whole file again after every point: an interrupted sweep keeps the points it measured, and an
+        # earlier file under that name stays whole until the first new point replaces it.
+        atomic_write(out, lambda tmp: _write_curve_rows(tmp, rows))
+        print(
+            f"{row['curve']:>8}  {row['sampler']} {row['steps']:>4} steps  w={row['guidance']:<4g} FID {row['fid']:.3f} "
+            f"(floor {row['floor_fid']:.3f})  worst digit {row['worst_digit_accuracy']:.1%}  {row['seconds']:.1f} s",
+            flush=True,
         )
+
+    evaluation.guidance_and_steps_curves(
+        model,
+        schedule,
+        args.n,
+        args.guidance,
+        args.steps,
+        args.guidance_steps,
+        args.steps_guidance,
+        include_ddpm=not args.no_ddpm,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        log=log,
+        samplers=args.samplers,
+        guidance_sampler=args.guidance_sampler,
+    )
     print(f"wrote {out}")
     return 0
 
 
+def _write_curve_rows(path: Path, rows: list[dict]):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, evaluation.CURVE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def _train_classifier_flags(p: argparse.ArgumentParser):
     p.add_argument("--epochs", type=_positive(int), default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=_file_ending_in(".safetensors"), required=True, help="FILE.safetensors")
 
 
@@ -425,7 +488,7 @@ COMMANDS = {
                 if_interrupted="the last finished epoch's checkpoint is intact; continue with --resume"),
         Command("sample", "draw digits into a PNG grid or an .npz array", _sample_flags, _sample),
         Command("evaluate", "classifier-FID, confident fraction and class histogram of samples", _evaluate_flags, _evaluate),
-        Command("sweep", "(conditional) classifier-FID and accuracy against guidance weight and DDIM steps, to CSV", _sweep_flags, _sweep),
+        Command("sweep", "(conditional) classifier-FID and accuracy against guidance weight and each sampler's steps, to CSV", _sweep_flags, _sweep),
         Command("train-classifier", "train the digit classifier behind `evaluate` and report its test accuracy", _train_classifier_flags, _train_classifier),
         Command("bench", "print training and sampling speed on this machine", _bench_flags, _bench),
     )

@@ -18,7 +18,7 @@ from .data import load_mnist
 from .device import autocast, model_device, resolve_precision
 from .metrics import DigitClassifier, Evaluation, classify, evaluate_images, gaussian_stats
 from .pretrained import shipped_path
-from .sampling import Guidance, balanced_labels, get_sampler, sample_many
+from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, Guidance, balanced_labels, get_sampler, sample_many
 
 
 def load_classifier() -> DigitClassifier:
@@ -138,21 +138,29 @@ def guidance_and_steps_curves(
     schedule,
     n: int,
     guidance_weights,
-    ddim_steps,
+    step_counts,
     steps_for_guidance: int = 50,
     guidance_for_steps: float | None = None,
     include_ddpm: bool = True,
     seed: int = 0,
     batch_size: int = SAMPLING_BATCH,
     log=None,
+    *,
+    samplers=None,
+    guidance_sampler: str = DEFAULT_SAMPLER,
 ) -> list[dict]:
     """The two measured curves of notebook 04, one row per point.
 
-    "guidance": DDIM with ``steps_for_guidance`` steps at each weight in ``guidance_weights``.
-    "steps": DDIM at each step count in ``ddim_steps`` (and DDPM, all T steps) at
-    ``guidance_for_steps``; None takes the weight with the lowest classifier-FID on the first curve.
+    "guidance": ``guidance_sampler`` with ``steps_for_guidance`` steps at each weight in ``guidance_weights``.
+    "steps": each sampler in ``samplers`` (default: every registered one, in the registry's order) at
+    ``guidance_for_steps``: one that takes a number of steps at each count in ``step_counts``, one that
+    always takes all T steps (DDPM) once, unless ``include_ddpm`` is False (they are slow on a CPU).
+    ``guidance_for_steps`` None takes the weight with the lowest classifier-FID on the first curve.
     A point on both curves (same sampler, steps and w) is drawn once: the same seed would draw the same digits.
     """
+    # Unknown sampler names are refused here, before minutes of work.
+    chosen = [get_sampler(name) for name in (SAMPLER_REGISTRY if samplers is None else samplers)]
+    get_sampler(guidance_sampler)
     classifier, reference, floor = reference_and_floor(n)
     rows, drawn = [], {}
 
@@ -171,11 +179,13 @@ def guidance_and_steps_curves(
             log(rows[-1])
 
     for w in guidance_weights:
-        add("guidance", "ddim", steps_for_guidance, float(w))
+        add("guidance", guidance_sampler, steps_for_guidance, float(w))
     if guidance_for_steps is None:
         guidance_for_steps = min(rows, key=lambda r: r["fid"])["guidance"]
-    for steps in ddim_steps:
-        add("steps", "ddim", int(steps), guidance_for_steps)
-    if include_ddpm:
-        add("steps", "ddpm", schedule.timesteps, guidance_for_steps)
+    for sampler in chosen:
+        if sampler.uses_steps:
+            for steps in step_counts:
+                add("steps", sampler.name, int(steps), guidance_for_steps)
+        elif include_ddpm:
+            add("steps", sampler.name, schedule.timesteps, guidance_for_steps)
     return rows

@@ -31,14 +31,15 @@ two sampler steps it is a plain int, as in the samplers' loops. Images are (n, 1
 
 Where each right answer comes from (the checker never writes the correct formula a second time):
 ``NoiseSchedule``'s own tensors, ``NoiseSchedule.q_sample`` and ``NoiseSchedule.posterior``;
-``objective.diffusion_loss`` given the same t and noise, and ``Objective.target``; consecutive
-states of ``sampling.ddpm_sample`` and ``sampling.ddim_sample`` run with a scripted noise predictor;
+``objective.diffusion_loss`` given the same t and noise, and ``Objective.target``; the samplers'
+own steps, ``sampling.ddpm_step`` and ``sampling.ddim_step``, on the same seeded inputs;
 ``sampling.guided_noise`` asked with a scripted class-conditional network; the closed-form
 ``GaussianMixture2D.best_noise_prediction`` of notebook 4's 2-D toy.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ from torch import nn
 
 from .mixture2d import THREE_CLASSES
 from .objective import Objective, diffusion_loss
-from .sampling import Guidance, ddim_sample, ddpm_sample
+from .sampling import Guidance, SamplerSettings, ddim_step, ddim_timesteps, ddpm_step, prediction_from_noise
 from .sampling import guided_noise as library_guided_noise
 from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
 from .unet import SimpleUNet, UNetConfig
@@ -404,42 +405,29 @@ POSTERIOR_MEAN_MISTAKES = (
 # --------------------------------------------------------------------------- ddpm_step, ddim_step
 
 
-class _ScriptedNetwork(nn.Module):
-    """Plays eps_theta while the library's own samplers run, so that their steps can serve as answers.
+def _sampler_step_inputs(schedule: NoiseSchedule, t: int, generator: torch.Generator):
+    """x_t and a noise guess at step t as a sampler meets them: a picture inside [-1, 1] noised to t, and the
+    noise that made it plus a fixed error (a network's guess is not exact)."""
+    picture, noise = _digits(generator) * 0.8, _normal(generator)
+    x_t = schedule.q_sample(picture, torch.full((BATCH,), t), noise)
+    return x_t, noise + 0.1 * _normal(generator)
 
-    Its guess is the noise that leads from x_t back to a fixed picture inside [-1, 1], plus a fixed
-    error: samples end inside [-1, 1] (the samplers' final clamp changes nothing) and x0_hat is
-    not exact, as with a real network.
-    """
 
-    def __init__(self, schedule: NoiseSchedule, n: int = BATCH):
-        super().__init__()
-        generator = _generator(3)
-        self.schedule = schedule
-        self.register_buffer("picture", _digits(generator, n) * 0.8)
-        self.register_buffer("error", 0.1 * _normal(generator, n))
-        self.anchor = nn.Parameter(torch.zeros(()))  # the samplers look up the device of the parameters
-
-    def forward(self, x_t, t, labels=None):
-        return self.schedule.predict_noise(x_t, t, self.picture) + self.error
+def _library_step(step, x_t, t, t_prev, noise_pred, z, schedule):
+    """The library's own sampler step from the student's inputs, x0_hat unclipped as the exercises write it."""
+    prediction = prediction_from_noise(schedule, x_t, t, noise_pred, clip_x0=False)
+    return step(x_t, t, t_prev, prediction, z, schedule, SamplerSettings(clip_x0=False), None)[0]
 
 
 def _ddpm_cases(schedule, model):
-    T, seed = schedule.timesteps, SEED + 4
-    run = ddpm_sample(_ScriptedNetwork(schedule), schedule, BATCH, seed=seed, clip_x0=False, return_trajectory=True)
-    path = run.trajectory  # row r holds the input of the step at t = T-1-r
-    # ddpm_sample draws x_T, then one z for each step with t > 0; replaying those draws gives each step's z.
-    replay = torch.Generator().manual_seed(seed)
-    if not torch.equal(_normal(replay), path.x_t[0]):
-        raise RuntimeError("ddpm_sample no longer draws x_T first from its generator; update exercises._ddpm_cases")
-    z = {t: _normal(replay) for t in range(T - 1, 0, -1)}
-    # At t = 0 the sampler draws no z; the student is handed one all the same, and must not use it.
-    z[0] = _normal(_generator(5))
+    T, generator = schedule.timesteps, _generator(4)
     cases = []
     for t in (T - 1, T // 2, 1, 0):
-        row = T - 1 - t
-        after = path.x_t[row + 1] if t > 0 else run.images
-        cases.append(Case(f"t = {t}", (path.x_t[row], t, path.noise_pred[row], z[t], schedule), after))
+        x_t, noise_pred = _sampler_step_inputs(schedule, t, generator)
+        z = _normal(generator)
+        # At t = 0 (the last step) the library draws no z; the student is handed one all the same, and must not use it.
+        expected = _library_step(ddpm_step, x_t, t, t - 1 if t > 0 else None, noise_pred, z if t > 0 else None, schedule)
+        cases.append(Case(f"t = {t}", (x_t, t, noise_pred, z, schedule), expected))
     return cases
 
 
@@ -495,12 +483,13 @@ DDPM_STEP_MISTAKES = (
 
 
 def _ddim_cases(schedule, model):
-    run = ddim_sample(_ScriptedNetwork(schedule), schedule, BATCH, steps=5, seed=SEED + 6, clip_x0=False, return_trajectory=True)
-    path = run.trajectory
+    """Each jump of a 5-step DDIM run, t -> t_prev; the last step, from t = 0 to the clean image, has no t_prev."""
+    generator, visited = _generator(6), ddim_timesteps(schedule.timesteps, 5)
     cases = []
-    for k in range(len(path.timesteps) - 1):  # the last step, from t = 0 to the clean image, has no t_prev
-        t, t_prev = path.timesteps[k], path.timesteps[k + 1]
-        cases.append(Case(f"t = {t} -> {t_prev}", (path.x_t[k], t, t_prev, path.noise_pred[k], schedule), path.x_t[k + 1]))
+    for t, t_prev in itertools.pairwise(visited):
+        x_t, noise_pred = _sampler_step_inputs(schedule, t, generator)
+        expected = _library_step(ddim_step, x_t, t, t_prev, noise_pred, None, schedule)
+        cases.append(Case(f"t = {t} -> {t_prev}", (x_t, t, t_prev, noise_pred, schedule), expected))
     return cases
 
 

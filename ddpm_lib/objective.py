@@ -5,7 +5,7 @@ x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, and regress the
 network's output onto eps with a plain mean-squared error, every t weighted
 alike. Notebook 02 derives it from the variational bound. Two refinements from
 the literature are options here, because the recipe was chosen by measuring
-them (README, "The training recipe"):
+them (assets/measurements/RECIPE.md):
 
 - the target ("prediction"): eps (Ho et al.), or the velocity
   v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022);

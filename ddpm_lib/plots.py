@@ -188,12 +188,16 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
     all T steps, DDPM, as a dashed level) and the wall time to draw 1,000
     digits (w other than 0 and 1 doubles the network's work per step: one
     call on a doubled batch). Each set of rows gets one colour; its real-digit
-    floor is the dotted level in the FID panels.
+    floor is the dotted level in the FID panels. Each sampler that takes a
+    number of steps gets its own line style, in the order of ``SAMPLER_REGISTRY``.
     """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5), layout="constrained")
     (acc_ax, fid_w_ax), (fid_steps_ax, time_ax) = axes
+    drawn = {row["sampler"] for rows in curves.values() for row in rows if row["curve"] == "steps"}
+    with_steps = [sampler for sampler in SAMPLER_REGISTRY.values() if sampler.uses_steps and sampler.name in drawn]
+    line_styles = dict(zip((sampler.name for sampler in with_steps), itertools.cycle(["-", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2))])))
     for (name, rows), colour in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         by_w = sorted((r for r in rows if r["curve"] == "guidance"), key=lambda r: r["guidance"])
         n = rows[0]["n"]
@@ -210,8 +214,9 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
                     line = [r for r in measured if r["guidance"] == guidance]
                     steps = [r["steps"] for r in line]
                     label = f"{name}: {sampler.label}, w = {guidance:g}"
-                    fid_steps_ax.plot(steps, [r["fid"] for r in line], marker + "-", color=colour, label=label)
-                    time_ax.plot(steps, [1000 * r["seconds"] / r["n"] for r in line], marker + "-", color=colour, label=label)
+                    style = dict(marker=marker, linestyle=line_styles[sampler.name], color=colour, label=label)
+                    fid_steps_ax.plot(steps, [r["fid"] for r in line], **style)
+                    time_ax.plot(steps, [1000 * r["seconds"] / r["n"] for r in line], **style)
             else:  # always all T steps: a level to hold the lines against
                 for r in measured:
                     fid_steps_ax.axhline(
@@ -227,7 +232,8 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
                     )
     acc_ax.set(xlabel="guidance weight w", ylabel="% recognised as the digit asked for", title="guidance: asked-for digit")
     fid_w_ax.set(xlabel="guidance weight w", ylabel="classifier-FID (lower is better)", title="guidance: distance to real digits")
-    fid_steps_ax.set(xscale="log", xlabel="DDIM steps", ylabel="classifier-FID", title="steps: quality")
+    steps_of = " / ".join(sampler.label for sampler in with_steps)
+    fid_steps_ax.set(xscale="log", xlabel=f"steps of {steps_of}" if steps_of else "steps", ylabel="classifier-FID", title="steps: quality")
     time_ax.set(xscale="log", yscale="log", xlabel="steps", ylabel="seconds per 1,000 digits", title="steps: wall time")
     for ax in axes.flat:
         ax.grid(alpha=0.3)

@@ -1,7 +1,7 @@
 """Reverse processes: turn Gaussian noise into digits with a trained noise predictor.
 
-Two samplers share one idea. At each step the network predicts the noise
-eps in x_t; from it follows a guess of the clean image,
+Every sampler here shares one idea. At each visited timestep the network
+predicts the noise eps in x_t; from it follows a guess of the clean image,
 x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), and the next,
 less noisy x is built from x0_hat and eps.
 
@@ -9,11 +9,18 @@ less noisy x is built from x0_hat and eps.
   x_{t-1} from the posterior q(x_{t-1} | x_t, x0_hat), which adds fresh noise.
 - DDIM (Song et al. 2021, eq. 12) may skip timesteps; with eta = 0 it adds no
   noise at all, with eta = 1 it has the same step variance as DDPM.
+- DPM-Solver++ (2M) (Lu et al. 2022) solves the same ODE as DDIM with eta = 0,
+  to second order, by reusing the previous step's x0_hat.
 
-Both loops are written out in full below so they can be read against the papers.
-Everything else (``sample``, the command line, the notebooks' explorers, the
-labels of reports and plots) finds them by name in ``SAMPLER_REGISTRY``, so a
-new sampler is one ``register_sampler`` call away from being offered everywhere.
+A sampler is a *step*: one move from x_t to x at the next visited timestep,
+written out below to be read against its paper (``ddpm_step``, ``ddim_step``,
+``dpm_solver_2m_step``). One loop, ``sample_steps``, runs any of them: it asks
+the network, draws the fresh noise, calls the step and yields what it saw, so
+that a ``Trajectory`` (the explorers, the animation, the paths of x0_hat) is
+made from the same generator that ``sample`` consumes. Everything else (the
+command line, the explorers, the sweep and its plots, the benchmark) finds the
+samplers by name in ``SAMPLER_REGISTRY``, so a new sampler is one
+``register_sampler`` call away from being offered everywhere.
 
 A class-conditional model can be steered by classifier-free guidance
 (Ho & Salimans 2022): ask the network for its noise guess with the label and
@@ -28,14 +35,74 @@ writes the same rule with w' = w - 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from .config import SAMPLING_BATCH
+from .device import model_device
 from .schedule import NoiseSchedule
+
+DEFAULT_SAMPLER = "ddim"  # what ``sample``, the command line and the explorers use when not told
+
+
+class Prediction(NamedTuple):
+    """The network's output at one step: its noise guess eps_hat and the clean image x0_hat it implies."""
+
+    noise: torch.Tensor
+    x0: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to run a sampler; each sampler reads what it has a use for (``Sampler.uses_steps``, ``Sampler.has_eta``).
+
+    steps: how many timesteps to visit, for a sampler that chooses them;
+    eta: the fresh noise per step, 0 none (deterministic), 1 the variance of DDPM's steps;
+    clip_x0: clamp x0_hat to the data range [-1, 1] (and make eps_hat agree), a standard stabiliser.
+    """
+
+    steps: int = 50
+    eta: float = 0.0
+    clip_x0: bool = True
+
+    def __post_init__(self):
+        if not self.eta >= 0:  # also refuses NaN
+            raise ValueError(f"eta must be >= 0, got {self.eta}")
+
+
+@dataclass(frozen=True)
+class SamplingStep:
+    """One visited step of a run, as ``sample_steps`` yields it.
+
+    t: the code-indexed timestep; t_prev: the next one visited, None for the last step, which lands on
+    clean data; x_t: the step's input; prediction: the network's guesses made from it; x_prev: where the
+    step led (after the last step, the sample before its final clamp to [-1, 1]).
+    """
+
+    t: int
+    t_prev: int | None
+    x_t: torch.Tensor
+    prediction: Prediction
+    x_prev: torch.Tensor
+
+    def cpu(self) -> SamplingStep:
+        """The same step with its pictures as float32 on the CPU (kept there, a long run does not fill an accelerator)."""
+        return SamplingStep(
+            self.t,
+            self.t_prev,
+            _on_cpu(self.x_t),
+            Prediction(_on_cpu(self.prediction.noise), _on_cpu(self.prediction.x0)),
+            _on_cpu(self.x_prev),
+        )
+
+
+def _on_cpu(picture: torch.Tensor) -> torch.Tensor:
+    return picture.float().cpu()
 
 
 @dataclass
@@ -52,6 +119,17 @@ class Trajectory:
     x0_pred: torch.Tensor
     noise_pred: torch.Tensor
 
+    @classmethod
+    def from_steps(cls, steps: Iterable[SamplingStep]) -> Trajectory:
+        """The steps of a run (``sample_steps``), each copied to the CPU as it comes."""
+        rows = [step.cpu() for step in steps]
+        return cls(
+            [row.t for row in rows],
+            torch.stack([row.x_t for row in rows]),
+            torch.stack([row.prediction.x0 for row in rows]),
+            torch.stack([row.prediction.noise for row in rows]),
+        )
+
 
 @dataclass
 class SampleResult:
@@ -59,20 +137,7 @@ class SampleResult:
     trajectory: Trajectory | None = None
 
 
-class _Recorder:
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.rows: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-
-    def add(self, t: int, x_t, x0_pred, noise_pred):
-        if self.enabled:
-            self.rows.append((t, x_t.float().cpu(), x0_pred.float().cpu(), noise_pred.float().cpu()))
-
-    def result(self, images: torch.Tensor) -> SampleResult:
-        if not self.enabled:
-            return SampleResult(images)
-        t, x, x0, eps = zip(*self.rows)
-        return SampleResult(images, Trajectory(list(t), torch.stack(x), torch.stack(x0), torch.stack(eps)))
+# --------------------------------------------------------------------------- the network's guess
 
 
 @dataclass(frozen=True)
@@ -108,119 +173,182 @@ def guided_noise(model: nn.Module, x_t: torch.Tensor, t_batch: torch.Tensor, gui
     return eps_nothing + w * (eps_label - eps_nothing)
 
 
-def predict(model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor, t: int, clip_x0: bool, guidance: Guidance | None = None):
-    """The network's noise guess at step t, and the clean image it implies.
+def prediction_from_noise(schedule: NoiseSchedule, x_t: torch.Tensor, t: int, noise_pred: torch.Tensor, clip_x0: bool) -> Prediction:
+    """A noise guess at step t, and the clean image it implies (clamped to [-1, 1] with ``clip_x0``, the noise then made to agree)."""
+    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    x0_pred = schedule.predict_x0(x_t, t_batch, noise_pred)
+    if clip_x0:
+        x0_pred = x0_pred.clamp(-1, 1)
+        noise_pred = schedule.predict_noise(x_t, t_batch, x0_pred)
+    return Prediction(noise_pred, x0_pred)
+
+
+def predict(
+    model: nn.Module, schedule: NoiseSchedule, x_t: torch.Tensor, t: int, clip_x0: bool, guidance: Guidance | None = None
+) -> Prediction:
+    """The network's noise guess at step t, and the clean image it implies (a ``Prediction``: noise, x0).
 
     With ``clip_x0`` the image guess is clamped to the data range [-1, 1] and
     the noise guess recomputed to agree with it, a standard stabiliser.
     """
     t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-    noise_pred = guided_noise(model, x_t, t_batch, guidance)
-    x0_pred = schedule.predict_x0(x_t, t_batch, noise_pred)
-    if clip_x0:
-        x0_pred = x0_pred.clamp(-1, 1)
-        noise_pred = schedule.predict_noise(x_t, t_batch, x0_pred)
-    return noise_pred, x0_pred
+    return prediction_from_noise(schedule, x_t, t, guided_noise(model, x_t, t_batch, guidance), clip_x0)
 
 
-def _noise_like(shape, generator: torch.Generator, device) -> torch.Tensor:
-    # Drawn on the CPU so that a seed gives the same digits on any device.
-    return torch.randn(shape, generator=generator).to(device)
+# --------------------------------------------------------------------------- the steps
+#
+# Every step has the signature of ``StepFunction``: (x_t, t, t_prev, prediction, z, schedule, settings, state)
+# -> (x at t_prev, state). t and t_prev are code indices, t_prev None for the last step (to clean data,
+# alpha_bar = 1); z is the fresh noise the loop drew for this step, or None where the sampler draws none
+# (and at the last step); state is what a multistep solver carries from one step to the next (None at the
+# first step, and for a sampler that needs none).
+
+StepFunction = Callable[
+    [torch.Tensor, int, int | None, Prediction, torch.Tensor | None, NoiseSchedule, SamplerSettings, Any], tuple[torch.Tensor, Any]
+]
 
 
-@torch.no_grad()
-def ddpm_sample(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    n: int,
-    seed: int = 0,
-    clip_x0: bool = True,
-    return_trajectory: bool = False,
-    x_T: torch.Tensor | None = None,
-    guidance: Guidance | None = None,
-) -> SampleResult:
-    """Ancestral sampling, Algorithm 2 of Ho et al. (2020), over all T steps.
+def ddpm_step(x_t, t, t_prev, prediction, z, schedule, settings, state=None):
+    """Ancestral sampling, Algorithm 2 of Ho et al. (2020): x_{t-1} = mu_tilde_t(x_t, x0_hat) + sqrt(beta_tilde_t) z.
 
-    The mean of each step is the posterior mean mu_tilde(x_t, x0_hat); without
-    clipping this equals the paper's 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps).
-    The variance is the posterior variance beta_tilde_t.
+    The mean is the posterior mean mu_tilde_t(x_t, x0_hat); without clipping
+    this equals the paper's 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps).
+    The variance is the posterior variance beta_tilde_t. DDPM visits every
+    timestep, so t_prev is always t - 1; it has no settings of its own.
     """
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    x = _noise_like((n, 1, 28, 28), generator, device) if x_T is None else x_T.to(device)
-    recorder = _Recorder(return_trajectory)
-    for t in reversed(range(schedule.timesteps)):
-        noise_pred, x0_pred = predict(model, schedule, x, t, clip_x0, guidance)
-        recorder.add(t, x, x0_pred, noise_pred)
-        t_batch = torch.full((n,), t, device=device, dtype=torch.long)
-        mean, variance = schedule.posterior(x0_pred, x, t_batch)
-        z = _noise_like(x.shape, generator, device) if t > 0 else torch.zeros_like(x)
-        x = mean + variance.sqrt() * z
-    return recorder.result(x.clamp(-1, 1))
+    t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+    mean, variance = schedule.posterior(prediction.x0, x_t, t_batch)
+    return (mean if z is None else mean + variance.sqrt() * z), state
+
+
+def ddim_step(x_t, t, t_prev, prediction, z, schedule, settings, state=None):
+    """DDIM, Song et al. (2021) eq. 12, from t straight to t_prev:
+
+    x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z,
+    sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev),
+    with alpha_bar_prev = 1 after the last step.
+    """
+    alpha_bar = schedule.alpha_bars[t]
+    alpha_bar_prev = schedule.alpha_bars[t_prev] if t_prev is not None else torch.ones_like(alpha_bar)
+    sigma = settings.eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+    direction = (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * prediction.noise
+    x_prev = alpha_bar_prev.sqrt() * prediction.x0 + direction
+    return (x_prev if z is None else x_prev + sigma * z), state
+
+
+class PreviousPrediction(NamedTuple):
+    """What DPM-Solver++ (2M) carries to the next step: the timestep it last visited, and x0_hat there."""
+
+    t: int
+    x0: torch.Tensor
+
+
+def half_log_snr(schedule: NoiseSchedule, t: int) -> float:
+    """lambda_t = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)), half the log of SNR(t), in float64."""
+    return math.log(float(schedule.sqrt_alpha_bars[t]) / float(schedule.sqrt_one_minus_alpha_bars[t]))
+
+
+def dpm_solver_2m_step(x_t, t, t_prev, prediction, z, schedule, settings, previous: PreviousPrediction | None = None):
+    """DPM-Solver++ (2M), Lu et al. (2022), Algorithm 2: the probability-flow ODE solved in the data-prediction form.
+
+    With sqrt(alpha_bar_t) the weight of x_0 in x_t, sqrt(1 - alpha_bar_t) that of the noise, and
+    lambda_t = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)) (``half_log_snr``), the ODE's exact
+    solution from t to t_prev is
+
+        x_prev = sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t) x_t
+                 + sqrt(1 - alpha_bar_prev) * integral over lambda from lambda_t to lambda_prev of e^lambda x0_hat(lambda) d lambda.
+
+    Taking x0_hat constant over the step gives the first-order step, which is DDIM with eta = 0:
+
+        x_prev = sqrt(1 - alpha_bar_prev) / sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_prev) (1 - e^{-h}) D,
+        h = lambda_prev - lambda_t > 0,  D = x0_hat(x_t, t).
+
+    The second-order multistep rule takes x0_hat linear in lambda through this step's guess and the
+    previous step's (at t_last, whose lambda is h_last = lambda_t - lambda_{t_last} below lambda_t):
+
+        r = h_last / h,  D = (1 + 1 / (2 r)) x0_hat(x_t, t) - 1 / (2 r) x0_hat(x_{t_last}, t_last).
+
+    The first step has no previous guess and is first order. So is the last, to clean data
+    (alpha_bar_prev = 1, lambda_prev = infinity): e^{-h} = 0 and sqrt(1 - alpha_bar_prev) = 0, and the step
+    returns D itself, which a second-order D would extrapolate an infinite step; the authors' code also
+    ends first order when steps are few. The ODE has no noise: ``z`` is never drawn, and ``eta`` is unused.
+    """
+    if t_prev is None:
+        return prediction.x0, None  # the first-order step to alpha_bar = 1: x0_hat itself
+    lambda_t, lambda_prev = half_log_snr(schedule, t), half_log_snr(schedule, t_prev)
+    h = lambda_prev - lambda_t
+    data = prediction.x0
+    if previous is not None:
+        r = (lambda_t - half_log_snr(schedule, previous.t)) / h
+        data = (1 + 1 / (2 * r)) * prediction.x0 - 1 / (2 * r) * previous.x0
+    keep = float(schedule.sqrt_one_minus_alpha_bars[t_prev]) / float(schedule.sqrt_one_minus_alpha_bars[t])
+    x_prev = keep * x_t + float(schedule.sqrt_alpha_bars[t_prev]) * -math.expm1(-h) * data
+    return x_prev, PreviousPrediction(t, prediction.x0)
+
+
+# --------------------------------------------------------------------------- which timesteps
+
+
+def _check_step_count(steps: int, total: int):
+    if not 1 <= steps <= total:
+        raise ValueError(f"steps must be between 1 and {total}, got {steps}")
 
 
 def ddim_timesteps(total: int, steps: int) -> list[int]:
     """An evenly spaced, decreasing subset of 0 .. total-1 from total-1 down to 0 (one step: just total-1)."""
-    if not 1 <= steps <= total:
-        raise ValueError(f"steps must be between 1 and {total}, got {steps}")
+    _check_step_count(steps, total)
     if steps == 1:
         return [total - 1]
     return sorted({round(i * (total - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
 
 
-@torch.no_grad()
-def ddim_sample(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    n: int,
-    steps: int = 50,
-    eta: float = 0.0,
-    seed: int = 0,
-    clip_x0: bool = True,
-    return_trajectory: bool = False,
-    x_T: torch.Tensor | None = None,
-    guidance: Guidance | None = None,
-) -> SampleResult:
-    """DDIM, Song et al. (2021) eq. 12, visiting ``steps`` of the T timesteps.
+def every_timestep(schedule: NoiseSchedule, settings: SamplerSettings) -> list[int]:
+    """T - 1, T - 2, ..., 0: all T timesteps, whatever ``settings.steps`` says."""
+    return list(reversed(range(schedule.timesteps)))
 
-    x_prev = sqrt(alpha_bar_prev) x0_hat + sqrt(1 - alpha_bar_prev - sigma^2) eps + sigma z,
-    sigma = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev).
+
+def evenly_spaced_timesteps(schedule: NoiseSchedule, settings: SamplerSettings) -> list[int]:
+    """``settings.steps`` timesteps evenly spaced in t, from T - 1 down to 0 (``ddim_timesteps``)."""
+    return ddim_timesteps(schedule.timesteps, settings.steps)
+
+
+def solver_timesteps(schedule: NoiseSchedule, settings: SamplerSettings) -> list[int]:
+    """``settings.steps`` timesteps evenly spaced in t from T - 1, ending one spacing short of 0.
+
+    They are DDIM's ``steps + 1`` timesteps without the last, t = 0 (all T when steps = T), so that every
+    network call moves the solution: the step to clean data (first order: the data prediction) is taken
+    from the last of them. At t = 0 x_t is the data prediction give or take a noise of standard deviation
+    sqrt(1 - alpha_bar_1), 0.01 or less, and a call there would be spent on it. On the shipped weights this
+    spacing drew better digits at 10 and 15 steps than DDIM's timesteps (which end at t = 0), with or
+    without a first-order step into t = 0, and than timesteps uniform in lambda, which on the cosine schedule
+    spend their first four steps within ten timesteps of T, where x_t is still noise: beta_T clamped at
+    0.999 drops lambda by 3.5 in the last timestep (assets/measurements/cpu_dpm_solver_2026-12-06.md).
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
-    x = _noise_like((n, 1, 28, 28), generator, device) if x_T is None else x_T.to(device)
-    recorder = _Recorder(return_trajectory)
-    visited = ddim_timesteps(schedule.timesteps, steps)
-    for i, t in enumerate(visited):
-        noise_pred, x0_pred = predict(model, schedule, x, t, clip_x0, guidance)
-        recorder.add(t, x, x0_pred, noise_pred)
-        alpha_bar = schedule.alpha_bars[t]
-        alpha_bar_prev = schedule.alpha_bars[visited[i + 1]] if i + 1 < len(visited) else torch.ones_like(alpha_bar)
-        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
-        direction = (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * noise_pred
-        x = alpha_bar_prev.sqrt() * x0_pred + direction
-        if eta > 0 and i + 1 < len(visited):
-            x = x + sigma * _noise_like(x.shape, generator, device)
-    return recorder.result(x.clamp(-1, 1))
+    total, steps = schedule.timesteps, settings.steps
+    _check_step_count(steps, total)
+    return ddim_timesteps(total, steps) if steps == total else ddim_timesteps(total, steps + 1)[:-1]
+
+
+# --------------------------------------------------------------------------- the registry
 
 
 @dataclass(frozen=True)
 class Sampler:
-    """A reverse process as the rest of the library sees it: its name, how to run it, how to describe a run.
+    """A reverse process as the rest of the library sees it: its name, its step, and how to describe a run.
 
     name: the spelling users type (``sample(..., sampler=name)``, ``--sampler``,
     the explorers' menus); label: how reports and pictures write it.
-    ``run(model, schedule, n, *, steps, eta, seed, clip_x0, return_trajectory, x_T, guidance)``
-    draws n digits; a sampler ignores what it has no use for:
+    step: the ``StepFunction``; visits(schedule, settings): the timesteps it visits, T - 1 first;
+    draws_noise(settings): whether it adds fresh noise at its steps (never at the last one);
     uses_steps: False for one that always visits all T timesteps, whatever ``steps`` says;
     has_eta: whether ``eta``, the amount of fresh noise per step, means anything to it.
     """
 
     name: str
     label: str
-    run: Callable[..., SampleResult]
+    step: StepFunction
+    visits: Callable[[NoiseSchedule, SamplerSettings], list[int]]
+    draws_noise: Callable[[SamplerSettings], bool]
     uses_steps: bool
     has_eta: bool
 
@@ -252,27 +380,77 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLER_REGISTRY[name]
 
 
-def __getattr__(name: str):
-    # SAMPLERS is read from the registry at each use, so it also names samplers registered after import.
-    if name == "SAMPLERS":
-        return tuple(SAMPLER_REGISTRY)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+register_sampler(
+    Sampler(
+        "ddim",
+        "DDIM",
+        ddim_step,
+        visits=evenly_spaced_timesteps,
+        draws_noise=lambda settings: settings.eta > 0,
+        uses_steps=True,
+        has_eta=True,
+    )
+)
+register_sampler(
+    Sampler("ddpm", "DDPM", ddpm_step, visits=every_timestep, draws_noise=lambda settings: True, uses_steps=False, has_eta=False)
+)
+register_sampler(
+    Sampler(
+        "dpm_solver",
+        "DPM-Solver++ (2M)",
+        dpm_solver_2m_step,
+        visits=solver_timesteps,
+        draws_noise=lambda settings: False,
+        uses_steps=True,
+        has_eta=False,
+    )
+)
 
 
-def _run_ddpm(model, schedule, n, *, steps, eta, seed, clip_x0, return_trajectory, x_T, guidance) -> SampleResult:
-    del steps, eta  # DDPM visits all T timesteps and draws fresh noise at each of them
-    return ddpm_sample(model, schedule, n, seed=seed, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance)
+# --------------------------------------------------------------------------- the loop
 
 
-register_sampler(Sampler("ddim", "DDIM", run=ddim_sample, uses_steps=True, has_eta=True))
-register_sampler(Sampler("ddpm", "DDPM", run=_run_ddpm, uses_steps=False, has_eta=False))
+def _noise_like(shape, generator: torch.Generator, device) -> torch.Tensor:
+    # Drawn on the CPU so that a seed gives the same digits on any device.
+    return torch.randn(shape, generator=generator).to(device)
+
+
+@torch.no_grad()
+def sample_steps(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    n: int,
+    sampler: str = DEFAULT_SAMPLER,
+    settings: SamplerSettings | None = None,
+    seed: int = 0,
+    x_T: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
+) -> Iterator[SamplingStep]:
+    """Run the registered sampler called ``sampler`` (with ``settings``, default ``SamplerSettings()``) and yield each visited step.
+
+    The seed's generator draws x_T first (unless ``x_T`` is given), then, for a sampler that draws
+    noise, one z per step but the last, in the order of the steps: one seed, one set of digits.
+    """
+    chosen, settings = get_sampler(sampler), settings or SamplerSettings()
+    visited = chosen.visits(schedule, settings)  # refuses a bad step count before any work
+    fresh_noise = chosen.draws_noise(settings)
+    device = model_device(model)
+    generator = torch.Generator().manual_seed(seed)
+    x = _noise_like((n, 1, 28, 28), generator, device) if x_T is None else x_T.to(device)
+    state = None
+    for t, t_prev in zip(visited, [*visited[1:], None]):
+        prediction = predict(model, schedule, x, t, settings.clip_x0, guidance)
+        z = _noise_like(x.shape, generator, device) if fresh_noise and t_prev is not None else None
+        x_prev, state = chosen.step(x, t, t_prev, prediction, z, schedule, settings, state)
+        yield SamplingStep(t, t_prev, x, prediction, x_prev)
+        x = x_prev
 
 
 def sample(
     model,
     schedule,
     n: int,
-    sampler: str = "ddim",
+    sampler: str = DEFAULT_SAMPLER,
     steps: int = 50,
     seed: int = 0,
     *,
@@ -282,18 +460,43 @@ def sample(
     x_T: torch.Tensor | None = None,
     guidance: Guidance | None = None,
 ) -> SampleResult:
-    """Run the registered sampler called ``sampler``; those that always take all T steps ignore ``steps``."""
-    return get_sampler(sampler).run(
-        model,
-        schedule,
-        n,
-        steps=steps,
-        eta=eta,
-        seed=seed,
-        clip_x0=clip_x0,
-        return_trajectory=return_trajectory,
-        x_T=x_T,
-        guidance=guidance,
+    """n digits from the registered sampler called ``sampler``; those that always take all T steps ignore ``steps``."""
+    rows, last = [], None
+    for last in sample_steps(model, schedule, n, sampler, SamplerSettings(steps, eta, clip_x0), seed, x_T, guidance):
+        if return_trajectory:
+            rows.append(last.cpu())
+    return SampleResult(last.x_prev.clamp(-1, 1), Trajectory.from_steps(rows) if return_trajectory else None)
+
+
+def ddpm_sample(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    n: int,
+    seed: int = 0,
+    clip_x0: bool = True,
+    return_trajectory: bool = False,
+    x_T: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
+) -> SampleResult:
+    """DDPM over all T steps (``ddpm_step``): ``sample(..., "ddpm")``."""
+    return sample(model, schedule, n, "ddpm", seed=seed, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance)
+
+
+def ddim_sample(
+    model: nn.Module,
+    schedule: NoiseSchedule,
+    n: int,
+    steps: int = 50,
+    eta: float = 0.0,
+    seed: int = 0,
+    clip_x0: bool = True,
+    return_trajectory: bool = False,
+    x_T: torch.Tensor | None = None,
+    guidance: Guidance | None = None,
+) -> SampleResult:
+    """DDIM visiting ``steps`` of the T timesteps (``ddim_step``): ``sample(..., "ddim")``."""
+    return sample(
+        model, schedule, n, "ddim", steps, seed, eta=eta, clip_x0=clip_x0, return_trajectory=return_trajectory, x_T=x_T, guidance=guidance
     )
 
 
@@ -301,7 +504,7 @@ def sample_many(
     model,
     schedule,
     n: int,
-    sampler: str = "ddim",
+    sampler: str = DEFAULT_SAMPLER,
     steps: int = 50,
     seed: int = 0,
     eta: float = 0.0,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -36,20 +37,37 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
 
-# Every schedule by the name users type (``NoiseSchedule(kind)``, ``--schedule``,
-# the notebooks' menus): the function of T giving beta_1 .. beta_T in float64.
-# A schedule added here is offered everywhere else.
-SCHEDULE_REGISTRY: dict[str, Callable[[int], torch.Tensor]] = {
-    "linear": linear_betas,  # Ho et al. (2020)
-    "cosine": cosine_betas,  # Nichol & Dhariwal (2021)
-}
+@dataclass(frozen=True)
+class ScheduleKind:
+    """A noise schedule as the rest of the library sees it.
+
+    name: the spelling users type (``NoiseSchedule(name)``, ``--schedule``, the notebooks' menus);
+    label: how pictures and captions write it; betas: the function of T giving beta_1 .. beta_T in float64.
+    Calling the entry calls ``betas``.
+    """
+
+    name: str
+    label: str
+    betas: Callable[[int], torch.Tensor]
+
+    def __call__(self, timesteps: int) -> torch.Tensor:
+        return self.betas(timesteps)
 
 
-def __getattr__(name: str):
-    # SCHEDULES is read from the registry at each use, so it also names schedules added after import.
-    if name == "SCHEDULES":
-        return tuple(SCHEDULE_REGISTRY)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Every schedule by name, in the order menus list them: a schedule registered here is offered everywhere else.
+SCHEDULE_REGISTRY: dict[str, ScheduleKind] = {}
+
+
+def register_schedule(name: str, betas: Callable[[int], torch.Tensor], label: str) -> ScheduleKind:
+    """Offer the schedule ``betas`` (T -> beta_1 .. beta_T, float64) as ``name``; a taken name is refused."""
+    if name in SCHEDULE_REGISTRY:
+        raise ValueError(f"a schedule named {name!r} is already registered")
+    SCHEDULE_REGISTRY[name] = ScheduleKind(name, label, betas)
+    return SCHEDULE_REGISTRY[name]
+
+
+register_schedule("linear", linear_betas, "linear (Ho et al. 2020)")
+register_schedule("cosine", cosine_betas, "cosine (Nichol & Dhariwal 2021)")
 
 
 class NoiseSchedule(nn.Module):
@@ -67,11 +85,12 @@ class NoiseSchedule(nn.Module):
         if timesteps < 2:
             raise ValueError(f"timesteps must be at least 2, got {timesteps}")
         self.kind = kind
+        self.label = SCHEDULE_REGISTRY[kind].label  # how pictures and captions name the schedule
         self.timesteps = timesteps
 
         # Computed in float64, stored in float32: the running product over
         # 1000 steps loses digits in float32.
-        betas = SCHEDULE_REGISTRY[kind](timesteps)  # beta_t
+        betas = SCHEDULE_REGISTRY[kind].betas(timesteps)  # beta_t
         alphas = 1 - betas
         alpha_bars = torch.cumprod(alphas, dim=0)
         alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])

@@ -46,7 +46,7 @@ from . import sampling
 from .config import DEFAULT_GUIDANCE
 from .metrics import classify
 from .plots import grid_array, to_uint8
-from .sampling import SAMPLER_REGISTRY, Trajectory, get_sampler
+from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, SamplerSettings, Trajectory, get_sampler
 from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
 
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
@@ -185,7 +185,7 @@ class ForwardNoisingExplorer(PanelExplorer):
     def caption_html(self) -> str:
         schedule, t = self.schedules[self.schedule.value], self.t.value
         return (
-            f"<b>t = {t + 1}</b> of {schedule.timesteps}, {schedule.kind} schedule: "
+            f"<b>t = {t + 1}</b> of {schedule.timesteps}, {schedule.label} schedule: "
             f"ᾱ<sub>t</sub> = {schedule.alpha_bars[t].item():.4g}, SNR = {schedule.snr[t].item():.4g}, "
             f"so x<sub>t</sub> = {schedule.sqrt_alpha_bars[t].item():.3f}&thinsp;x<sub>0</sub> "
             f"+ {schedule.sqrt_one_minus_alpha_bars[t].item():.3f}&thinsp;ε"
@@ -330,8 +330,8 @@ class SamplingSettings(NamedTuple):
 class ReverseSamplingExplorer(SamplingExplorer):
     """Scrub through a sampling run: x_t and the network's guesses of x_0 and of the noise, at every step.
 
-    A run is drawn once by ``sampling.sample(..., return_trajectory=True)``, whose
-    ``Trajectory`` holds all three pictures for every visited step, so moving
+    A run is drawn once, its ``Trajectory`` made from the steps ``sampling.sample_steps``
+    yields; it holds all three pictures for every visited step, so moving
     ``t`` only redraws from it. ``sampler``, ``steps`` and ``seed`` take effect
     when **Sample** is pressed (see ``SamplingExplorer``); ``remember`` adds a
     run drawn elsewhere to the kept ones.
@@ -344,7 +344,9 @@ class ReverseSamplingExplorer(SamplingExplorer):
     RUNS_KEPT = 4  # one DDPM run of 16 digits holds 3 x 1000 x 16 images, about 150 MB
     panel_scale = 2  # each panel is a whole grid of digits, not a single one
 
-    def __init__(self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: str = "ddim", steps: int = 50, seed: int = 0):
+    def __init__(
+        self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: str = DEFAULT_SAMPLER, steps: int = 50, seed: int = 0
+    ):
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         self.model, self.schedule, self.n = model, schedule, n
@@ -360,9 +362,10 @@ class ReverseSamplingExplorer(SamplingExplorer):
         return SamplingSettings(self.sampler.value, self.controls.requested_steps(), self.seed.value)
 
     def draw(self, settings: SamplingSettings) -> Trajectory:
-        return sampling.sample(
-            self.model, self.schedule, self.n, settings.sampler, settings.steps, seed=settings.seed, return_trajectory=True
-        ).trajectory
+        steps = sampling.sample_steps(
+            self.model, self.schedule, self.n, settings.sampler, SamplerSettings(steps=settings.steps), seed=settings.seed
+        )
+        return Trajectory.from_steps(steps)
 
     def show_run(self, settings: SamplingSettings) -> None:
         """Show the run with ``settings`` at its last step."""
@@ -433,7 +436,7 @@ class GuidanceExplorer(SamplingExplorer):
         n: int = 20,
         digit: int = ALL_DIGITS,
         guidance: float = DEFAULT_GUIDANCE,
-        sampler: str = "ddim",
+        sampler: str = DEFAULT_SAMPLER,
         steps: int = 20,
         seed: int = 0,
         classifier: nn.Module | None = None,

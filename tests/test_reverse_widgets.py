@@ -2,8 +2,8 @@
 
 A tiny untrained network and a 50-step schedule keep every run under a second;
 what the digits look like does not matter here, only which tensors reach the
-picture and how often the sampler runs. Sampler calls are counted by wrapping
-``ddpm_lib.sampling.sample``, the one function the explorer samples through.
+picture and how often the sampler runs. Sampler runs are counted by wrapping
+``ReverseSamplingExplorer.draw``, through which the explorer draws every run.
 
 Like tests/test_widgets.py, these must pass with ipywidgets 8 and 7.7.1; see
 that module for how to run them against 7.7.1.
@@ -30,13 +30,13 @@ N = 4  # digits per run: enough for a grid, few enough to be quick
 def sampler_calls(monkeypatch) -> list[SamplingSettings]:
     """The settings of every run the explorer draws from now on, in order."""
     calls = []
-    draw = sampling.sample
+    draw = ReverseSamplingExplorer.draw
 
-    def counting_sample(model, schedule, n, sampler, steps, seed, **kwargs):
-        calls.append(SamplingSettings(sampler, steps, seed))
-        return draw(model, schedule, n, sampler, steps, seed=seed, **kwargs)
+    def counting_draw(explorer, settings):
+        calls.append(settings)
+        return draw(explorer, settings)
 
-    monkeypatch.setattr(sampling, "sample", counting_sample)
+    monkeypatch.setattr(ReverseSamplingExplorer, "draw", counting_draw)
     return calls
 
 
@@ -61,7 +61,7 @@ def test_controls_keep_the_names_the_browser_test_looks_for(explorer):
     (button,) = [w for w in widgets if isinstance(w, ipywidgets.Button) and w.description == "Sample"]
     (image,) = [w for w in widgets if isinstance(w, ipywidgets.Image)]
     assert (slider, dropdown, button, image) == (explorer.step, explorer.sampler, explorer.sample_button, explorer.image)
-    assert list(dropdown.options) == ["ddim", "ddpm"]
+    assert list(dropdown.options) == list(sampling.SAMPLER_REGISTRY)
     assert list(explorer.steps.options) == [10, 20, 50]  # the choices that fit in T = 50
     assert image.format == "png"
 
@@ -163,7 +163,7 @@ def test_a_failed_run_is_reported_in_the_caption(explorer, monkeypatch, capsys):
         raise RuntimeError("out of memory")
 
     shown, image = explorer.shown, explorer.image.value
-    monkeypatch.setattr(sampling, "sample", out_of_memory)
+    monkeypatch.setattr(sampling, "sample_steps", out_of_memory)
     explorer.seed.value = 5
     explorer.sample_button.click()
     assert "failed</b>: RuntimeError: out of memory" in explorer.caption.value

@@ -10,7 +10,7 @@ References, all independent of ddpm_lib's own formulas:
 - Song et al. (2021) eq. 12 for DDIM, and the identity sigma_t^2(eta = 1) = beta_tilde_t:
   exactly, as DDIM(eta = 1) over all T steps reproducing a DDPM run from the same
   seed, and as the empirical variance of many sampled steps;
-- bookkeeping: seeds, trajectories, the DDIM timestep subset, bad arguments.
+- bookkeeping: seeds, trajectories and the steps they are made from, the timestep subsets, bad arguments.
 
 Schedule constants are recomputed from betas in float64 (``Consts``), not read
 from the library's derived buffers. T = 50 keeps every test fast.
@@ -25,7 +25,18 @@ import pytest
 import torch
 from torch import nn
 
-from ddpm_lib.sampling import SAMPLER_REGISTRY, ddim_sample, ddim_timesteps, ddpm_sample, predict, sample
+from ddpm_lib.sampling import (
+    SAMPLER_REGISTRY,
+    SamplerSettings,
+    Trajectory,
+    ddim_sample,
+    ddim_timesteps,
+    ddpm_sample,
+    predict,
+    sample,
+    sample_steps,
+    solver_timesteps,
+)
 from ddpm_lib.schedule import NoiseSchedule
 
 T = 50
@@ -281,6 +292,22 @@ def test_ddim_trajectory_visits_the_requested_steps():
         assert tensor.shape == (10, 3, 1, 28, 28)
 
 
+@pytest.mark.parametrize("sampler", list(SAMPLER_REGISTRY))
+def test_a_trajectory_is_the_steps_the_generator_yields(sampler):
+    schedule = NoiseSchedule("linear", T)
+    model = PointOracle(schedule, wobble=0.5)
+    steps = list(sample_steps(model, schedule, 2, sampler, SamplerSettings(steps=7, eta=1.0), seed=5))
+    # One chain: each step starts where the one before it led, and the last one leads to clean data.
+    assert [step.t_prev for step in steps] == [step.t for step in steps[1:]] + [None]
+    assert all(torch.equal(before.x_prev, after.x_t) for before, after in itertools.pairwise(steps))
+    result = sample(model, schedule, 2, sampler, 7, seed=5, eta=1.0, return_trajectory=True)
+    assert torch.equal(result.images, steps[-1].x_prev.clamp(-1, 1))
+    made = Trajectory.from_steps(steps)
+    assert made.timesteps == result.trajectory.timesteps == [step.t for step in steps]
+    for name in ("x_t", "x0_pred", "noise_pred"):
+        assert torch.equal(getattr(made, name), getattr(result.trajectory, name))
+
+
 def test_no_trajectory_unless_asked():
     schedule = NoiseSchedule("linear", T)
     assert ddim_sample(PointOracle(schedule), schedule, 1, steps=5).trajectory is None
@@ -305,6 +332,18 @@ def test_ddim_timesteps_for_every_step_count(total):
         assert all(abs((a - b) - gap) <= 1 for a, b in itertools.pairwise(ts)), steps
 
 
+@pytest.mark.parametrize("total", [50, 1000])
+def test_the_solver_timesteps_stop_one_spacing_short_of_zero(total):
+    schedule = NoiseSchedule("linear", total)
+    for steps in range(1, total + 1):
+        ts = solver_timesteps(schedule, SamplerSettings(steps=steps))
+        assert len(ts) == steps and ts[0] == total - 1, steps
+        assert all(a > b for a, b in itertools.pairwise(ts)), steps
+        if steps < total:  # DDIM's steps + 1 timesteps, all but t = 0
+            assert ts == ddim_timesteps(total, steps + 1)[:-1], steps
+    assert solver_timesteps(schedule, SamplerSettings(steps=total)) == list(range(total - 1, -1, -1))
+
+
 def test_single_step_ddim_starts_from_the_noisiest_timestep():
     # x_T ~ N(0, I) is the marginal at t = T only; a one-step DDIM must ask the model
     # about t = T (code index total - 1), not about t = 1, which treats noise as a clean image.
@@ -318,12 +357,16 @@ def test_invalid_step_counts_raise(steps):
     schedule = NoiseSchedule("linear", T)
     with pytest.raises(ValueError, match="steps"):
         ddim_sample(PointOracle(schedule), schedule, 1, steps=steps)
+    with pytest.raises(ValueError, match="steps"):
+        sample(PointOracle(schedule), schedule, 1, "dpm_solver", steps)
 
 
 def test_negative_eta_raises():
     schedule = NoiseSchedule("linear", T)
     with pytest.raises(ValueError, match="eta"):
         ddim_sample(PointOracle(schedule), schedule, 1, steps=5, eta=-0.1)
+    with pytest.raises(ValueError, match="eta must be >= 0"):
+        SamplerSettings(eta=float("nan"))
 
 
 def test_unknown_sampler_is_refused_in_one_line_naming_the_known_ones():
