@@ -20,11 +20,11 @@ import torch
 
 from .checkpoint import build_model
 from .config import TrainConfig
-from .data import TRAINING_DIGITS
+from .constants import TRAINING_DIGITS, Precision
 from .device import autocast, resolve_device, resolve_precision
 from .evaluation import load_classifier
 from .metrics import DigitClassifier, Evaluation, evaluate_images, gaussian_stats
-from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, sample, sample_many
+from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, SamplerName, sample, sample_many
 from .schedule import NoiseSchedule
 from .trainer import Trainer
 from .unet import SimpleUNet, count_parameters
@@ -60,7 +60,7 @@ def train_throughput(config: TrainConfig, seconds: float = 8.0) -> tuple[float, 
     return steps * config.batch_size / (time.perf_counter() - start), trainer.graphed
 
 
-def sampling_seconds(device, sampler: str, steps: int, precision: str, n: int = 64) -> float:
+def sampling_seconds(device, sampler: SamplerName, steps: int, precision: Precision, n: int = 64) -> float:
     config = TrainConfig()
     model = build_model(config, device).eval()
     schedule = NoiseSchedule(config.schedule, config.timesteps).to(device)
@@ -141,7 +141,7 @@ def minutes_to_quality(
     return None, log
 
 
-def sampling_rows(device: torch.device, precision: str) -> list[tuple[str, str]]:
+def sampling_rows(device: torch.device, precision: Precision) -> list[tuple[str, str]]:
     """The time to draw 64 digits with each registered sampler, at ``SAMPLING_STEPS`` steps where it takes a number of them."""
     timesteps = TrainConfig().timesteps
     rows = []

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import sys
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,14 +30,13 @@ import torch
 
 from . import evaluation, sampling
 from .checkpoint import CheckpointError, load_model, save_weights
-from .config import DEFAULT_GUIDANCE, LR_SCHEDULES, SAMPLING_BATCH, TrainConfig
+from .config import TrainConfig
+from .constants import DEFAULT_GUIDANCE, SAMPLING_BATCH
 from .data import MNISTUnavailable, load_mnist
-from .device import PRECISIONS, autocast, model_device, resolve_device, resolve_precision
+from .device import autocast, model_device, resolve_device, resolve_precision
 from .metrics import MIN_DIGITS, accuracy, train_classifier
-from .objective import PREDICTIONS, WEIGHTINGS
 from .pretrained import ShippedWeightsError
-from .runfolder import RunFolderError, atomic_write, check_writable
-from .schedule import SCHEDULE_REGISTRY
+from .runfolder import ExistingRun, NoRunToResume, RunFolderError, atomic_write, check_writable
 
 # trainer, plots and bench (matplotlib) are imported by the commands that use them, when they run:
 # --help and a refused flag answer without waiting for them.
@@ -55,14 +57,28 @@ class UsageError(Exception):
 # ------------------------------------------------------------------ flag types
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+_PARSERS = {int: _whole, float: _number, str: str}  # a flag's text as a value of each type; where it must lie is checked later
+
+
 def _positive(kind, at_most: float = math.inf):
     """A parser for a positive, finite number of type ``kind``, refusing absurd sizes before any work starts."""
 
     def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        value = _PARSERS[kind](text)
         if not (0 < value <= at_most) or value == math.inf:  # also refuses nan
             raise argparse.ArgumentTypeError(f"must be positive{'' if at_most == math.inf else f' and at most {at_most:,}'}, got {text}")
         return value
@@ -71,10 +87,7 @@ def _positive(kind, at_most: float = math.inf):
 
 
 def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    value = _number(text)
     if not 0 <= value < math.inf:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
@@ -142,49 +155,87 @@ def _channels(text: str) -> tuple[int, ...]:
 # ------------------------------------------------------------------- commands
 
 
-def _train_flags(p: argparse.ArgumentParser):
-    p.add_argument("--epochs", type=_positive(int), required=True, help="total epochs (with --resume: including those done)")
-    p.add_argument(
-        "--out", type=_run_folder, required=True, help="run folder: checkpoint.pt, epoch_NNN.png, loss_history.csv, ema.safetensors"
+# The train flags are made from TrainConfig's fields and their help: "--" and the name with "-" for "_", or
+# "--no-" and the name for a setting that is on by default. These keep the spellings outside scripts use.
+TRAIN_FLAG_SPELLING = {"out_dir": "--out", "train_subset": "--subset"}
+TRAIN_FLAG_PARSERS = {"device": _device, "seed": _seed, "out_dir": _run_folder}  # settings checked beyond their type as they are parsed
+REQUIRED_TRAIN_SETTINGS = ("epochs", "out_dir")  # a run's length and its folder are always said, never defaults
+
+
+def _train_flag(setting: dataclasses.Field) -> str:
+    """The flag that sets the TrainConfig field ``setting``."""
+    if setting.name in TRAIN_FLAG_SPELLING:
+        return TRAIN_FLAG_SPELLING[setting.name]
+    return f"--{'no-' if setting.default is True else ''}{setting.name.replace('_', '-')}"
+
+
+def _train_settings() -> list[tuple[dataclasses.Field, object]]:
+    """The fields of TrainConfig a flag sets, with their types; ``model`` has flags of its own (``_train_flags``)."""
+    hints = typing.get_type_hints(TrainConfig)
+    return [(setting, hints[setting.name]) for setting in dataclasses.fields(TrainConfig) if setting.name != "model"]
+
+
+def _parser_of(kind, name: str):
+    """How the text of a flag becomes a value of type ``kind``; TrainConfig checks its range afterwards."""
+    if name in TRAIN_FLAG_PARSERS:
+        return TRAIN_FLAG_PARSERS[name]
+    members = (
+        [member for member in typing.get_args(kind) if member is not type(None)]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType)
+        else [kind]
     )
+    if any(member not in _PARSERS for member in members):
+        raise TypeError(f"TrainConfig.{name} has type {kind}, for which the command line has no parser: add one to cli._PARSERS")
+    if len(members) == 1:
+        return _PARSERS[members[0]]
+
+    def parse(text: str):  # int | str: a whole number where the text is one, else the text
+        for member in members:
+            try:
+                return _PARSERS[member](text)
+            except argparse.ArgumentTypeError:
+                continue
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(member.__name__ for member in members)}, got {text!r}")
+
+    return parse
+
+
+def _train_flags(p: argparse.ArgumentParser):
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.add_argument(
         "--allow-changes", action="store_true", help="with --resume: accept changed settings (recorded in the checkpoint's history)"
     )
-    p.add_argument("--subset", type=_positive(int), help="train on the first N training digits")
-    recipe = p.add_argument_group("recipe (defaults: ddpm_lib.config.TrainConfig)")
-    recipe.add_argument("--batch-size", type=_positive(int))
-    recipe.add_argument("--lr", type=_positive(float), help="peak learning rate")
-    recipe.add_argument("--warmup-steps", type=int)
-    recipe.add_argument("--lr-schedule", choices=LR_SCHEDULES)
-    recipe.add_argument("--ema-decay", type=float)
-    recipe.add_argument("--schedule", choices=tuple(SCHEDULE_REGISTRY))
-    recipe.add_argument("--prediction", choices=PREDICTIONS, help="the network's target: the noise (eps) or the velocity (v)")
-    recipe.add_argument("--loss-weighting", choices=WEIGHTINGS)
-    recipe.add_argument("--min-snr-gamma", type=_positive(float))
-    recipe.add_argument("--channels", type=_channels, help="widths at 28, 14, 7 pixels, e.g. 32,64,128")
-    recipe.add_argument("--no-attention", action="store_true", help="leave out the self-attention at 7x7")
-    recipe.add_argument("--conditional", action="store_true", help="learn the digit's label too, for classifier-free guidance")
-    recipe.add_argument("--p-uncond", type=float, help="with --conditional: chance of hiding the label")
-    p.add_argument("--amp", choices=PRECISIONS, default="auto")
-    p.add_argument("--no-cuda-graphs", action="store_true", help="on a GPU, run the plain step instead of replaying a CUDA graph")
-    p.add_argument("--device", type=_device, default="auto")
-    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-TRAIN_FLAG_SPELLING = {"train_subset": "--subset", "out_dir": "--out"}  # the other fields' flags: "_" -> "-"
+    settings = p.add_argument_group("training settings (ddpm_lib.config.TrainConfig; the default where a flag is not given)")
+    for setting, kind in _train_settings():
+        meaning = setting.metadata["help"].replace("%", "%%")  # argparse formats help with %
+        if kind is bool:
+            switch = "turn off" if setting.default else "turn on"
+            settings.add_argument(
+                _train_flag(setting), dest=setting.name, action="store_const", const=not setting.default, help=f"{switch}: {meaning}"
+            )
+            continue
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else setting.metadata.get("choices")
+        required = setting.name in REQUIRED_TRAIN_SETTINGS
+        settings.add_argument(
+            _train_flag(setting),
+            dest=setting.name,
+            type=None if choices else _parser_of(kind, setting.name),
+            choices=tuple(choices) if choices else None,
+            required=required,
+            metavar=None if choices else _train_flag(setting)[2:].upper().replace("-", "_"),
+            help=meaning if required or setting.default is None else f"{meaning} (default {setting.default})",
+        )
+    network = p.add_argument_group("the network (TrainConfig.model, a ddpm_lib.unet.UNetConfig)")
+    network.add_argument("--channels", type=_channels, help="widths at 28, 14, 7 pixels, e.g. 32,64,128")
+    network.add_argument("--no-attention", action="store_true", help="leave out the self-attention at 7x7")
+    network.add_argument("--conditional", action="store_true", help="learn the digit's label too, for classifier-free guidance")
 
 
 def _train_config(args) -> TrainConfig:
     """The flags as a TrainConfig; its own checks (ranges, combinations) become usage errors naming the flag."""
     if args.p_uncond is not None and not args.conditional:
         raise UsageError("--p-uncond only applies with --conditional")
-    recipe = {
-        "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps, "lr_schedule": args.lr_schedule,
-        "ema_decay": args.ema_decay, "schedule": args.schedule, "prediction": args.prediction,
-        "loss_weighting": args.loss_weighting, "min_snr_gamma": args.min_snr_gamma, "p_uncond": args.p_uncond,
-    }  # fmt: skip
     default = TrainConfig().model
     try:
         model = replace(
@@ -192,18 +243,17 @@ def _train_config(args) -> TrainConfig:
         )
     except ValueError as exc:  # UNetConfig's checks of the widths
         raise UsageError(f"--channels: {exc}") from None
+    given = {setting.name: getattr(args, setting.name) for setting, _ in _train_settings() if getattr(args, setting.name) is not None}
     try:
-        resolve_precision(args.amp, resolve_device(args.device))
+        resolve_precision(given.get("amp", "auto"), resolve_device(given.get("device", "auto")))
     except ValueError as exc:  # fp16 asked for without a GPU
         raise UsageError(f"--amp: {exc}") from None
     try:
-        return TrainConfig(
-            epochs=args.epochs, out_dir=args.out, train_subset=args.subset, amp=args.amp, device=args.device, seed=args.seed,
-            cuda_graphs=not args.no_cuda_graphs, model=model, **{k: v for k, v in recipe.items() if v is not None},
-        )  # fmt: skip
+        return TrainConfig(model=model, **given)
     except ValueError as exc:  # TrainConfig's checks: "ema_decay must be ..." becomes "--ema-decay must be ..."
-        field, _, rest = str(exc).partition(" ")
-        raise UsageError(f"{TRAIN_FLAG_SPELLING.get(field, '--' + field.replace('_', '-'))} {rest}") from None
+        name, _, rest = str(exc).partition(" ")
+        flags = {setting.name: _train_flag(setting) for setting in dataclasses.fields(TrainConfig)}
+        raise UsageError(f"{flags.get(name, name)} {rest}") from None
 
 
 def _train(args) -> int:
@@ -311,13 +361,12 @@ def _guidance_weight(args) -> float | None:
     return DEFAULT_GUIDANCE if args.guidance is None else args.guidance
 
 
-def _load_model(args, conditional: bool):
-    """The model and schedule that --checkpoint (or the shipped weights) holds."""
+def _load_model(args, conditional: bool, remedy: str | None = None):
+    """The model and schedule that --checkpoint (or the shipped weights) holds. ``remedy``: what to do about a model
+    of the other kind (conditional or not), for a command whose flags are not the ones ``load_model`` names."""
     try:
-        model, schedule, _ = load_model(args.checkpoint, args.device, conditional=conditional)
+        model, schedule, _ = load_model(args.checkpoint, args.device, conditional=conditional, remedy=remedy)
     except ValueError as exc:  # the device is checked by now: a model of the other kind (conditional or not) than asked for
-        if args.command == "sweep":  # which has no --conditional flag to add or drop
-            raise UsageError(f"{args.checkpoint} is an unconditional model; sweep needs one trained with `train --conditional`") from None
         raise UsageError(str(exc)) from None
     return model, schedule
 
@@ -331,7 +380,7 @@ def _sampler_name(text: str) -> str:
     return text
 
 
-def _check_steps(sampler: str, step_counts: list[int], timesteps: int, flag: str):
+def _check_steps(sampler: sampling.SamplerName, step_counts: list[int], timesteps: int, flag: str):
     """Refuse, before any sampling, a step count the model's schedule does not have (for a sampler that takes a step count)."""
     too_many = [steps for steps in step_counts if steps > timesteps]
     if sampling.get_sampler(sampler).uses_steps and too_many:
@@ -397,7 +446,7 @@ def _sweep(args) -> int:
     out = Path(args.out)
     check_writable(out)
     _check_fid_digits(args.n)
-    model, schedule = _load_model(args, conditional=True)
+    model, schedule = _load_model(args, conditional=True, remedy="sweep needs one trained with `train --conditional`")
     _check_steps(args.guidance_sampler, [args.guidance_steps], schedule.timesteps, "--guidance-steps")
     for sampler in args.samplers or sampling.SAMPLER_REGISTRY:
         _check_steps(sampler, args.steps, schedule.timesteps, "--steps")
@@ -493,11 +542,13 @@ COMMANDS = {
         Command("bench", "print training and sampling speed on this machine", _bench_flags, _bench),
     )
 }  # fmt: skip
-__doc__ += "".join(f"    {command.name:<18}{command.summary}\n" for command in COMMANDS.values())
+if __doc__ is not None:  # python -OO drops docstrings
+    __doc__ += "".join(f"    {command.name:<18}{command.summary}\n" for command in COMMANDS.values())
+DESCRIPTION = "Denoising diffusion on MNIST from the shell (ddpm-mnist COMMAND is the same); each command has its own --help."
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm_lib", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {}
     for command in COMMANDS.values():
@@ -518,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         return command.run(args)
     except UsageError as exc:
         commands[command.name].error(str(exc))  # exits with code 2, like a flag argparse refused itself
-    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, RunFolderError, FileExistsError, FileNotFoundError) as exc:
+    except (CheckpointError, MNISTUnavailable, ShippedWeightsError, RunFolderError, ExistingRun, NoRunToResume) as exc:
         print(f"error: {exc}", file=sys.stderr)  # a file or folder the user named, or the data and weights it needs
         return 2
     except KeyboardInterrupt:

@@ -19,8 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ADAPTIVE_THREADS = "adaptive"  # TrainConfig.cpu_threads: one thread fewer while other processes crowd the cores
+from .constants import ADAPTIVE_THREADS, PRECISIONS, Precision
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -38,7 +37,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def resolve_precision(amp: str, device: torch.device) -> str:
+def resolve_precision(amp: Precision, device: torch.device) -> Precision:
     """fp32, bf16 or fp16 for this device.
 
     "auto": bf16 on GPUs of compute capability >= 8.0 (A100, H100, RTX 30xx+);
@@ -57,7 +56,7 @@ def resolve_precision(amp: str, device: torch.device) -> str:
     return "fp32"
 
 
-def autocast(device: torch.device, precision: str, cache_casts: bool = True):
+def autocast(device: torch.device, precision: Precision, cache_casts: bool = True):
     """The network's arithmetic in ``precision`` (a no-op for fp32); the sampler's own maths stays fp32.
 
     ``cache_casts`` keeps each weight's low-precision copy for the whole block (a sampler calls the
@@ -68,6 +67,7 @@ def autocast(device: torch.device, precision: str, cache_casts: bool = True):
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are, and so where its inputs must go."""
     return next(model.parameters()).device
 
 

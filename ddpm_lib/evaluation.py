@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoint import read_weights
-from .config import SAMPLING_BATCH
+from .constants import SAMPLING_BATCH
 from .data import load_mnist
 from .device import autocast, model_device, resolve_precision
 from .metrics import DigitClassifier, Evaluation, classify, evaluate_images, gaussian_stats
 from .pretrained import shipped_path
-from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, Guidance, balanced_labels, get_sampler, sample_many
+from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, Guidance, SamplerName, balanced_labels, get_sampler, sample_many
 
 
 def load_classifier() -> DigitClassifier:
@@ -50,7 +50,7 @@ def real_floor(classifier: DigitClassifier, reference, n: int, seed: int = 0) ->
 
 @dataclass
 class ModelReport:
-    sampler: str
+    sampler: SamplerName
     steps: int  # as asked for; a sampler that always takes all T steps ignores it
     timesteps: int  # T of the model's schedule
     samples: Evaluation
@@ -75,7 +75,7 @@ def measure(
     classifier,
     reference,
     n: int,
-    sampler: str,
+    sampler: SamplerName,
     steps: int,
     seed: int = 0,
     eta: float = 0.0,
@@ -98,7 +98,7 @@ def evaluate_model(
     model,
     schedule,
     n: int,
-    sampler: str,
+    sampler: SamplerName,
     steps: int,
     seed: int = 0,
     eta: float = 0.0,
@@ -147,7 +147,7 @@ def guidance_and_steps_curves(
     log=None,
     *,
     samplers=None,
-    guidance_sampler: str = DEFAULT_SAMPLER,
+    guidance_sampler: SamplerName = DEFAULT_SAMPLER,
 ) -> list[dict]:
     """The two measured curves of notebook 04, one row per point.
 

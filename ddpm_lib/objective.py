@@ -24,17 +24,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .constants import PREDICTIONS, WEIGHTINGS, LossWeighting, PredictionTarget
+from .device import model_device
 from .schedule import NoiseSchedule
 
-PREDICTIONS = ("eps", "v")
-WEIGHTINGS = ("uniform", "min_snr")
+MIN_SNR_GAMMA = 5.0  # gamma of min-SNR: Hang et al. found 5 robust
 
 
 @dataclass(frozen=True)
 class Objective:
-    prediction: str = "eps"  # what the network outputs: "eps" or "v"
-    weighting: str = "uniform"  # "uniform": L_simple; "min_snr": min(SNR(t), gamma) / SNR(t) in eps terms
-    min_snr_gamma: float = 5.0  # gamma of min-SNR; Hang et al. found 5 robust
+    """What the network is asked to output, and how much each timestep's error counts.
+
+    ``Objective()`` is Ho et al.'s L_simple (eps, every t alike), the loss notebook 02 derives from
+    the bound. The recipe this project trains with is ``TrainConfig``'s, the one place that says it
+    (``TrainConfig().objective()``: v and min-SNR, chosen by measurement in RECIPE.md).
+    """
+
+    prediction: PredictionTarget = "eps"  # what the network outputs: "eps" or "v"
+    weighting: LossWeighting = "uniform"  # "uniform": L_simple; "min_snr": min(SNR(t), gamma) / SNR(t) in eps terms
+    min_snr_gamma: float = MIN_SNR_GAMMA
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
@@ -54,7 +62,10 @@ class Objective:
         if self.prediction == "eps":
             return noise
         # v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0
-        return schedule._at(schedule.sqrt_alpha_bars, t, x0) * noise - schedule._at(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
+        return (
+            schedule.at_timesteps(schedule.sqrt_alpha_bars, t, x0) * noise
+            - schedule.at_timesteps(schedule.sqrt_one_minus_alpha_bars, t, x0) * x0
+        )
 
     def weight(self, schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor:
         """Per-sample weight of the squared error, shape (B,)."""
@@ -77,8 +88,8 @@ def draw_training_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The random part of one step of Algorithm 1: t ~ U{1..T} (code: 0..T-1), eps ~ N(0, I), hidden labels.
 
-    A conditional model's labels are each swapped for its "no label" token with
-    probability ``p_uncond``, so one network learns eps(x_t, t, y) and eps(x_t, t, nothing).
+    A conditional model's labels are each swapped for its null label with probability
+    ``p_uncond`` (Ho & Salimans's symbol), so one network learns eps(x_t, t, y) and eps(x_t, t, null).
     """
     t = torch.randint(0, timesteps, (x0.shape[0],), device=x0.device, generator=generator)
     noise = torch.randn(x0.shape, device=x0.device, generator=generator)
@@ -125,10 +136,10 @@ class NoiseFromVelocity(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         v = self.network(x_t, t, labels).float()
         s = self.schedule
-        return s._at(s.sqrt_one_minus_alpha_bars, t, x_t) * x_t + s._at(s.sqrt_alpha_bars, t, x_t) * v
+        return s.at_timesteps(s.sqrt_one_minus_alpha_bars, t, x_t) * x_t + s.at_timesteps(s.sqrt_alpha_bars, t, x_t) * v
 
 
-def noise_predictor(network: nn.Module, schedule: NoiseSchedule, prediction: str) -> nn.Module:
+def noise_predictor(network: nn.Module, schedule: NoiseSchedule, prediction: PredictionTarget) -> nn.Module:
     """What the samplers call eps_theta: the network itself, or the network behind the v-to-eps conversion."""
     return network if prediction == "eps" else NoiseFromVelocity(network, schedule)
 
@@ -143,7 +154,7 @@ def noise_error_by_timestep(
     are compared in the same units. Returns the paper's t of each bin and the mean error there.
     """
     generator = torch.Generator().manual_seed(seed)
-    device = next(noise_model.parameters()).device
+    device = model_device(noise_model)
     timesteps = torch.linspace(0, schedule.timesteps - 1, bins).round().long()
     errors = []
     for t in timesteps:

@@ -35,10 +35,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args, get_origin
 
-from .config import LR_SCHEDULES
-from .data import TRAINING_DIGITS
-from .device import PRECISIONS
-from .objective import PREDICTIONS, WEIGHTINGS
+from .constants import LR_SCHEDULES, PRECISIONS, PREDICTIONS, TRAINING_DIGITS, WEIGHTINGS
 from .schedule import SCHEDULE_REGISTRY
 
 _TRUE = ("true", "yes", "1")
@@ -297,7 +294,7 @@ GUIDANCE_NOTEBOOK = {
     "device": Param(str),
     "seed": Param(int, minimum=0),
     "train_epochs": Param(int, minimum=1),
-    "train_subset": Param(int, minimum=1, maximum=60_000, allow_none=True),
+    "train_subset": Param(int, minimum=1, maximum=TRAINING_DIGITS, allow_none=True),
     "train_batch_size": Param(int, minimum=1),
     "train_lr": Param(float, minimum=1e-8),
     "train_channels": Param(list[int], minimum=8, length=3),
@@ -308,4 +305,15 @@ GUIDANCE_NOTEBOOK = {
     "step_counts": Param(list[int], minimum=1, maximum=1000),
     "guidance_for_steps": Param(float, minimum=0),
     "include_ddpm": Param(bool),
+}
+
+
+# The course's notebooks (notebooks/NAME.ipynb) in the order they are taught, each with the spec of its parameters
+# cell ({} for a notebook without one). `make run` runs them in this order; the tests check that it names every
+# notebook in notebooks/, and that papermill documents every parameter of each spec.
+COURSE = {
+    "01_forward_noising": {},
+    "02_training": TRAINING_NOTEBOOK,
+    "03_reverse_sampling": SAMPLING_NOTEBOOK,
+    "04_guidance_and_fast_sampling": GUIDANCE_NOTEBOOK,
 }

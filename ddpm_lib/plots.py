@@ -107,21 +107,27 @@ def plot_gaussian_check(x_T: torch.Tensor):
     return fig
 
 
-def plot_loss(losses: Sequence[float], measures: str, steps_per_epoch: int | None = None, window: int = 50):
+def plot_loss(losses: Sequence[float] | dict[str, Sequence[float]], measures: str, steps_per_epoch: int | None = None, window: int = 50):
     """Per-step training loss (faint) and its running mean over ``window`` steps, epochs marked.
 
+    ``losses``: one run's, or several runs' by name, drawn on the same axes in their own colours, every
+    run after the first dashed so that runs lying on top of each other stay visible.
     ``measures``: what the loss is, for the axis: the run's ``Objective.loss_label()``."""
     import matplotlib.pyplot as plt
 
-    losses = np.asarray(losses, dtype=float)
-    steps = np.arange(1, len(losses) + 1)
+    runs = losses if isinstance(losses, dict) else {"": losses}
     fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
-    ax.plot(steps, losses, alpha=0.25, label="per step")
-    if len(losses) >= window:
-        running = np.convolve(losses, np.ones(window) / window, mode="valid")
-        ax.plot(steps[window - 1 :], running, label=f"mean of {window} steps")
+    for k, (name, run) in enumerate(runs.items()):
+        run = np.asarray(run, dtype=float)
+        steps = np.arange(1, len(run) + 1)
+        style, prefix = ("-" if k == 0 else "--"), (f"{name}, " if name else "")
+        (line,) = ax.plot(steps, run, ls=style, alpha=0.25, label=f"{prefix}per step")
+        if len(run) >= window:
+            running = np.convolve(run, np.ones(window) / window, mode="valid")
+            colour = line.get_color() if len(runs) > 1 else None  # one run: its mean stands out in a colour of its own
+            ax.plot(steps[window - 1 :], running, ls=style, color=colour, label=f"{prefix}mean of {window} steps")
     if steps_per_epoch:
-        for boundary in range(steps_per_epoch, len(losses), steps_per_epoch):
+        for boundary in range(steps_per_epoch, max(len(run) for run in runs.values()), steps_per_epoch):
             ax.axvline(boundary, color="gray", lw=0.5, ls=":")
     ax.set(xlabel="optimisation step", ylabel=f"loss: {measures}", yscale="log")
     ax.grid(alpha=0.3)

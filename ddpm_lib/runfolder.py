@@ -37,7 +37,8 @@ LOCK_NAME = ".lock"
 # characters><suffix>", e.g. ".epoch_001.tmp-42-k3v9x0qa.png" (without the random part: the names of earlier
 # versions), and safetensors' own ".tmp<6 letters or digits>", which save_file writes and renames over its target.
 TEMPORARY_PATTERN = re.compile(r"^(\..+\.tmp-\d+(-[a-z0-9_]{8})?(\.\w+)?|\.tmp[A-Za-z0-9]{6})$")
-# What trainer._atomic_save wrote before atomic_write existed.
+# The temporary name older versions of the trainer gave a checkpoint, outside TEMPORARY_PATTERN: a folder
+# such a version left after a kill still holds it, and a resume there tidies it like the others.
 LEGACY_TEMPORARIES = ("checkpoint.pt.tmp",)
 # Settings of the machine or of where files live, not of what is learned: a run may move between them.
 MACHINE_SETTINGS = ("device", "amp", "cuda_graphs", "cpu_threads", "out_dir", "data_root")
@@ -81,6 +82,14 @@ class RunFolderBusy(RunFolderError):
     def __init__(self, message: str, holder: LockHolder | None):
         super().__init__(message)
         self.holder = holder
+
+
+class ExistingRun(FileExistsError):
+    """A new run asked for in a folder that already holds one; the message says how to continue it instead."""
+
+
+class NoRunToResume(FileNotFoundError):
+    """A resume asked for in a folder that holds no run; the message says how to start one there."""
 
 
 class DiskFullError(RunFolderError):

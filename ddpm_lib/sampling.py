@@ -26,8 +26,9 @@ A class-conditional model can be steered by classifier-free guidance
 (Ho & Salimans 2022): ask the network for its noise guess with the label and
 without it, and step along the difference,
 
-    eps_guided = eps(x_t, nothing) + w * (eps(x_t, y) - eps(x_t, nothing)),
+    eps_guided = eps(x_t, null) + w * (eps(x_t, y) - eps(x_t, null)),
 
+where null is the null label, the network's "no label" (``SimpleUNet.null_label``);
 so w = 0 ignores the label, w = 1 is the plain conditional model and w > 1
 exaggerates what makes a y a y (sharper digits, less variety). The paper
 writes the same rule with w' = w - 1.
@@ -43,11 +44,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .config import SAMPLING_BATCH
+from .constants import SAMPLING_BATCH
 from .device import model_device
 from .schedule import NoiseSchedule
 
-DEFAULT_SAMPLER = "ddim"  # what ``sample``, the command line and the explorers use when not told
+# A key of SAMPLER_REGISTRY. Not a Literal: the registry is open, and a sampler registered later is as valid.
+SamplerName = str
+
+DEFAULT_SAMPLER: SamplerName = "ddim"  # what ``sample``, the command line and the explorers use when not told
 
 
 class Prediction(NamedTuple):
@@ -153,7 +157,7 @@ class Guidance:
 
 
 def guided_noise(model: nn.Module, x_t: torch.Tensor, t_batch: torch.Tensor, guidance: Guidance | None) -> torch.Tensor:
-    """eps_theta(x_t, t), or with guidance eps(x_t, nothing) + w (eps(x_t, y) - eps(x_t, nothing))."""
+    """eps_theta(x_t, t), or with guidance eps(x_t, null) + w (eps(x_t, y) - eps(x_t, null))."""
     if guidance is None:
         return model(x_t, t_batch).float()
     if not getattr(model, "conditional", False):
@@ -162,15 +166,15 @@ def guided_noise(model: nn.Module, x_t: torch.Tensor, t_batch: torch.Tensor, gui
     if len(labels) != len(x_t):
         raise ValueError(f"guidance has {len(labels)} labels for {len(x_t)} samples")
     w = guidance.weight
-    nothing = torch.full_like(labels, model.null_label)
+    null_labels = torch.full_like(labels, model.null_label)
     if w == 0:
-        return model(x_t, t_batch, nothing).float()
+        return model(x_t, t_batch, null_labels).float()
     if w == 1:
         return model(x_t, t_batch, labels).float()
     # One batch of 2n instead of two calls: the same arithmetic, half the launches.
-    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([labels, nothing])).float()
-    eps_label, eps_nothing = both.chunk(2)
-    return eps_nothing + w * (eps_label - eps_nothing)
+    both = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([labels, null_labels])).float()
+    eps_label, eps_null = both.chunk(2)
+    return eps_null + w * (eps_label - eps_null)
 
 
 def prediction_from_noise(schedule: NoiseSchedule, x_t: torch.Tensor, t: int, noise_pred: torch.Tensor, clip_x0: bool) -> Prediction:
@@ -344,7 +348,7 @@ class Sampler:
     has_eta: whether ``eta``, the amount of fresh noise per step, means anything to it.
     """
 
-    name: str
+    name: SamplerName
     label: str
     step: StepFunction
     visits: Callable[[NoiseSchedule, SamplerSettings], list[int]]
@@ -362,7 +366,7 @@ class Sampler:
 
 
 # Every sampler by name, in the order menus and help texts list them (the default first).
-SAMPLER_REGISTRY: dict[str, Sampler] = {}
+SAMPLER_REGISTRY: dict[SamplerName, Sampler] = {}
 
 
 def register_sampler(sampler: Sampler) -> Sampler:
@@ -373,7 +377,7 @@ def register_sampler(sampler: Sampler) -> Sampler:
     return sampler
 
 
-def get_sampler(name: str) -> Sampler:
+def get_sampler(name: SamplerName) -> Sampler:
     """The registered sampler called ``name``; an unknown name is refused with the known ones."""
     if name not in SAMPLER_REGISTRY:
         raise ValueError(f"sampler must be one of {tuple(SAMPLER_REGISTRY)}, got {name!r}")
@@ -420,7 +424,7 @@ def sample_steps(
     model: nn.Module,
     schedule: NoiseSchedule,
     n: int,
-    sampler: str = DEFAULT_SAMPLER,
+    sampler: SamplerName | Sampler = DEFAULT_SAMPLER,
     settings: SamplerSettings | None = None,
     seed: int = 0,
     x_T: torch.Tensor | None = None,
@@ -428,10 +432,13 @@ def sample_steps(
 ) -> Iterator[SamplingStep]:
     """Run the registered sampler called ``sampler`` (with ``settings``, default ``SamplerSettings()``) and yield each visited step.
 
+    ``sampler`` may also be a ``Sampler`` itself, registered or not: a registered one with another step
+    function in it (``dataclasses.replace``) visits the same timesteps and draws the same noise.
     The seed's generator draws x_T first (unless ``x_T`` is given), then, for a sampler that draws
     noise, one z per step but the last, in the order of the steps: one seed, one set of digits.
     """
-    chosen, settings = get_sampler(sampler), settings or SamplerSettings()
+    chosen = sampler if isinstance(sampler, Sampler) else get_sampler(sampler)
+    settings = settings or SamplerSettings()
     visited = chosen.visits(schedule, settings)  # refuses a bad step count before any work
     fresh_noise = chosen.draws_noise(settings)
     device = model_device(model)
@@ -450,7 +457,7 @@ def sample(
     model,
     schedule,
     n: int,
-    sampler: str = DEFAULT_SAMPLER,
+    sampler: SamplerName | Sampler = DEFAULT_SAMPLER,
     steps: int = 50,
     seed: int = 0,
     *,
@@ -460,7 +467,8 @@ def sample(
     x_T: torch.Tensor | None = None,
     guidance: Guidance | None = None,
 ) -> SampleResult:
-    """n digits from the registered sampler called ``sampler``; those that always take all T steps ignore ``steps``."""
+    """n digits from the registered sampler called ``sampler`` (or a ``Sampler``, as for ``sample_steps``); those that
+    always take all T steps ignore ``steps``."""
     rows, last = [], None
     for last in sample_steps(model, schedule, n, sampler, SamplerSettings(steps, eta, clip_x0), seed, x_T, guidance):
         if return_trajectory:
@@ -504,7 +512,7 @@ def sample_many(
     model,
     schedule,
     n: int,
-    sampler: str = DEFAULT_SAMPLER,
+    sampler: SamplerName = DEFAULT_SAMPLER,
     steps: int = 50,
     seed: int = 0,
     eta: float = 0.0,

@@ -46,7 +46,7 @@ class ScheduleKind:
     Calling the entry calls ``betas``.
     """
 
-    name: str
+    name: ScheduleName
     label: str
     betas: Callable[[int], torch.Tensor]
 
@@ -54,11 +54,14 @@ class ScheduleKind:
         return self.betas(timesteps)
 
 
+# A key of SCHEDULE_REGISTRY. Not a Literal: the registry is open, and a schedule registered later is as valid.
+ScheduleName = str
+
 # Every schedule by name, in the order menus list them: a schedule registered here is offered everywhere else.
-SCHEDULE_REGISTRY: dict[str, ScheduleKind] = {}
+SCHEDULE_REGISTRY: dict[ScheduleName, ScheduleKind] = {}
 
 
-def register_schedule(name: str, betas: Callable[[int], torch.Tensor], label: str) -> ScheduleKind:
+def register_schedule(name: ScheduleName, betas: Callable[[int], torch.Tensor], label: str) -> ScheduleKind:
     """Offer the schedule ``betas`` (T -> beta_1 .. beta_T, float64) as ``name``; a taken name is refused."""
     if name in SCHEDULE_REGISTRY:
         raise ValueError(f"a schedule named {name!r} is already registered")
@@ -78,7 +81,7 @@ class NoiseSchedule(nn.Module):
     along with the model; it has no parameters.
     """
 
-    def __init__(self, kind: str = "linear", timesteps: int = 1000):
+    def __init__(self, kind: ScheduleName = "linear", timesteps: int = 1000):
         super().__init__()
         if kind not in SCHEDULE_REGISTRY:
             raise ValueError(f"schedule must be one of {tuple(SCHEDULE_REGISTRY)}, got {kind!r}")
@@ -113,31 +116,32 @@ class NoiseSchedule(nn.Module):
             self.register_buffer(name, value.float(), persistent=False)
 
     @staticmethod
-    def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """values[t], shaped to broadcast against a batch like ``like`` (B, C, H, W)."""
+    def at_timesteps(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """values[t] for a batch of timesteps t, shaped to broadcast against a batch like ``like`` (B, C, H, W),
+        on its device and in its dtype: ``schedule.at_timesteps(schedule.sqrt_alpha_bars, t, x0) * x0``."""
         out = values.to(like.device)[t.to(like.device)]
         return out.reshape(-1, *([1] * (like.dim() - 1))).to(like.dtype)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Draw x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), eq. 4."""
-        return self._at(self.sqrt_alpha_bars, t, x0) * x0 + self._at(self.sqrt_one_minus_alpha_bars, t, x0) * noise
+        return self.at_timesteps(self.sqrt_alpha_bars, t, x0) * x0 + self.at_timesteps(self.sqrt_one_minus_alpha_bars, t, x0) * noise
 
     def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """One forward step: x_t ~ q(x_t | x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I), eq. 2."""
-        return self._at(self.alphas, t, x_prev).sqrt() * x_prev + self._at(self.betas, t, x_prev).sqrt() * noise
+        return self.at_timesteps(self.alphas, t, x_prev).sqrt() * x_prev + self.at_timesteps(self.betas, t, x_prev).sqrt() * noise
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Invert eq. 4 for x_0 given the noise: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
-        return (x_t - self._at(self.sqrt_one_minus_alpha_bars, t, x_t) * noise) / self._at(self.sqrt_alpha_bars, t, x_t)
+        return (x_t - self.at_timesteps(self.sqrt_one_minus_alpha_bars, t, x_t) * noise) / self.at_timesteps(self.sqrt_alpha_bars, t, x_t)
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """Invert eq. 4 for the noise given x_0: eps = (x_t - sqrt(alpha_bar_t) x_0) / sqrt(1 - alpha_bar_t)."""
-        return (x_t - self._at(self.sqrt_alpha_bars, t, x_t) * x0) / self._at(self.sqrt_one_minus_alpha_bars, t, x_t)
+        return (x_t - self.at_timesteps(self.sqrt_alpha_bars, t, x_t) * x0) / self.at_timesteps(self.sqrt_one_minus_alpha_bars, t, x_t)
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(x_{t-1} | x_t, x_0), eqs. 6-7."""
-        mean = self._at(self.posterior_mean_coef_x0, t, x_t) * x0 + self._at(self.posterior_mean_coef_xt, t, x_t) * x_t
-        return mean, self._at(self.posterior_variance, t, x_t)
+        mean = self.at_timesteps(self.posterior_mean_coef_x0, t, x_t) * x0 + self.at_timesteps(self.posterior_mean_coef_xt, t, x_t) * x_t
+        return mean, self.at_timesteps(self.posterior_variance, t, x_t)
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, timesteps={self.timesteps}"

@@ -30,6 +30,7 @@ import math
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,11 +50,12 @@ from .checkpoint import (
     save_weights,
 )
 from .config import TrainConfig
+from .constants import Precision
 from .data import load_mnist
 from .device import CpuThreads, autocast, resolve_device, resolve_precision
 from .objective import diffusion_loss, draw_training_inputs, noise_predictor
 from .plots import save_grid
-from .runfolder import RunLock, atomic_write, check_writable, config_differences, remove_stale_temporaries
+from .runfolder import ExistingRun, NoRunToResume, RunLock, atomic_write, check_writable, config_differences, remove_stale_temporaries
 from .sampling import Guidance, balanced_labels, ddim_sample
 from .schedule import NoiseSchedule
 
@@ -98,7 +100,7 @@ class TrainResult:
     epochs_done: int  # finished passes over the training digits
     steps_done: int
     out_dir: Path | None
-    precision: str
+    precision: Precision  # as resolved for the device: fp32, bf16 or fp16
     device: torch.device
     train_seconds: float  # time spent in optimisation steps by this call (grids and checkpoints excluded)
     graphed: bool  # whether the steps ran as a CUDA graph
@@ -108,6 +110,9 @@ class Trainer:
     """A model, its optimizer, EMA and data, and the one training step; ``fit`` runs the epochs.
 
     ``out_dir=None`` in the config trains without writing anything (benchmarks, experiments).
+    ``loss_function`` computes each step's loss, with ``diffusion_loss``'s signature (model, schedule, x0, t,
+    noise, labels, objective); None means ``diffusion_loss``, looked up at each step. Another one (a student's,
+    notebook 02) trains on the same batches and draws.
     """
 
     def __init__(
@@ -118,8 +123,10 @@ class Trainer:
         images: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         allow_changes: bool = False,
+        loss_function: Callable[..., torch.Tensor] | None = None,
     ):
         self.config = config
+        self.loss_function = loss_function
         self.progress = progress
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.amp, self.device)
@@ -152,7 +159,7 @@ class Trainer:
         self.steps_per_epoch = self.images.shape[0] // config.batch_size
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch_size ({config.batch_size}) must not exceed the number of training digits ({self.images.shape[0]})")
-        # The steps planned when this run (or its resumption) started: those done, and the epochs still to do at today's batch size.
+        # The steps planned when this run (or its resumption) started: those done, and the epochs still to do at this batch size.
         self.total_steps = self.epoch_start + (config.epochs - self.epoch) * self.steps_per_epoch
         self._graph = _record_graph(self) if on_gpu and config.cuda_graphs else None
 
@@ -175,7 +182,8 @@ class Trainer:
         tensors the trainer fills before each replay.
         """
         with autocast(self.device, self.precision, cache_casts=False):
-            loss = diffusion_loss(self.model, self.schedule, x0, t, noise, labels, self.objective)
+            loss_function = self.loss_function or diffusion_loss
+            loss = loss_function(self.model, self.schedule, x0, t, noise, labels, self.objective)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
@@ -442,7 +450,7 @@ def _snapshot(trainer: Trainer) -> dict:
         "model": [p.detach().clone() for p in trainer.model.parameters()],
         "ema": [p.detach().clone() for p in trainer.ema.model.parameters()],
         "optimizer": {id(p): {k: v.clone() for k, v in s.items()} for p, s in trainer.optimizer.state.items()},
-        "scale": trainer.scaler._scale.clone() if trainer.scaler.is_enabled() and trainer.scaler._scale is not None else None,
+        "scaler": trainer.scaler.state_dict(),  # numbers, not tensors: loading them back fills the scaler's tensors in place
     }
 
 
@@ -458,12 +466,7 @@ def _restore_in_place(trainer: Trainer, saved: dict):
         for key, value in state.items():
             if torch.is_tensor(value):
                 value.copy_(before[key]) if before is not None else value.zero_()
-    if trainer.scaler.is_enabled():
-        if saved["scale"] is not None:
-            trainer.scaler._scale.copy_(saved["scale"])
-        else:
-            trainer.scaler._scale.fill_(trainer.scaler._init_scale)
-        trainer.scaler._growth_tracker.zero_()
+    trainer.scaler.load_state_dict(saved["scaler"])  # a no-op without fp16, where the scaler is off
 
 
 def _write_losses(path: Path, losses: list[float], epoch_ends: list[int]):
@@ -503,9 +506,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, allo
             print(lock.note)
         remove_stale_temporaries(out_dir)
         if resume and not ckpt_path.exists():
-            raise FileNotFoundError(f"resume was asked for, but {ckpt_path} does not exist; drop resume to start a new run there")
+            raise NoRunToResume(f"resume was asked for, but {ckpt_path} does not exist; drop resume to start a new run there")
         if not resume and ckpt_path.exists():
-            raise FileExistsError(
+            raise ExistingRun(
                 f"{ckpt_path} already exists. Pass resume=True (CLI: --resume) to continue that run, "
                 f"or choose another out_dir; nothing was overwritten."
             )

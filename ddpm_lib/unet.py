@@ -9,9 +9,9 @@ tensor means.
 
 With ``num_classes > 0`` it is class-conditional (Ho & Salimans 2022): a
 learned embedding of the label y is added to the timestep embedding, and one
-extra row of that table, the "no label" token, stands for y = nothing. The
-same network then gives both eps_theta(x_t, t, y) and eps_theta(x_t, t, nothing),
-which is all classifier-free guidance needs.
+extra row of that table, the null label (the paper's null token), stands for
+"no label". The same network then gives both eps_theta(x_t, t, y) and
+eps_theta(x_t, t, null), which is all classifier-free guidance needs.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class UNetConfig:
     blocks_per_level: int = 1
     attention: bool = True  # self-attention at 7x7
     groups: int = 8  # GroupNorm groups; must divide every width
-    num_classes: int = 0  # 0: unconditional; 10: conditioned on the digit, plus a "no label" token
+    num_classes: int = 0  # 0: unconditional; 10: conditioned on the digit, plus the null label
     time_input: bool = True  # False withholds t (every block is told t = 0): notebook 02's ablation
 
     def __post_init__(self):
@@ -119,11 +119,11 @@ class SimpleUNet(nn.Module):
         super().__init__()
         self.config = config
         c1, c2, c3 = config.channels
-        g, n = config.groups, config.blocks_per_level
+        g, blocks = config.groups, config.blocks_per_level
         self.emb_dim = emb_dim = 4 * c1
         self.time_mlp = nn.Sequential(nn.Linear(c1, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if config.num_classes:
-            # Row num_classes is the learned "no label" token.
+            # Row num_classes is the learned null label: "no label".
             self.label_emb = nn.Embedding(config.num_classes + 1, emb_dim)
 
         self.conv_in = nn.Conv2d(1, c1, 3, padding=1)
@@ -132,7 +132,7 @@ class SimpleUNet(nn.Module):
         widths = [c1]  # channels of every tensor kept for a skip connection
         in_ch = c1
         for level, ch in enumerate((c1, c2, c3)):
-            for _ in range(n):
+            for _ in range(blocks):
                 self.down.append(ResBlock(in_ch, ch, emb_dim, g))
                 in_ch = ch
                 widths.append(ch)
@@ -147,7 +147,7 @@ class SimpleUNet(nn.Module):
         # Up path: mirror image, each block eating one skip; upsample 7 -> 14 -> 28.
         self.up = nn.ModuleList()
         for level, ch in reversed(list(enumerate((c1, c2, c3)))):
-            for _ in range(n + 1):
+            for _ in range(blocks + 1):
                 self.up.append(ResBlock(in_ch + widths.pop(), ch, emb_dim, g))
                 in_ch = ch
             if level > 0:
@@ -166,11 +166,11 @@ class SimpleUNet(nn.Module):
 
     @property
     def null_label(self) -> int:
-        """The label index meaning "no label" (conditional models only)."""
+        """The null label: the label index meaning "no label" (conditional models only)."""
         return self.config.num_classes
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The prediction (noise or v, as the run's objective trained it). ``labels``: digits 0..9, or ``null_label``; None means "no label" for all."""
+        """The prediction (noise or v, as the run's objective trained it). ``labels``: digits 0..9, or ``null_label``; None means the null label for all."""
         if x.shape[-2:] != (28, 28):
             raise ValueError(f"SimpleUNet expects 28x28 images, got {tuple(x.shape[-2:])}")
         emb = self.time_mlp(timestep_embedding(t if self.config.time_input else torch.zeros_like(t), self.config.channels[0]))

@@ -43,10 +43,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
 from . import sampling
-from .config import DEFAULT_GUIDANCE
+from .constants import DEFAULT_GUIDANCE
 from .metrics import classify
 from .plots import grid_array, to_uint8
-from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, SamplerSettings, Trajectory, get_sampler
+from .sampling import DEFAULT_SAMPLER, SAMPLER_REGISTRY, SamplerName, SamplerSettings, Trajectory, get_sampler
 from .schedule import SCHEDULE_REGISTRY, NoiseSchedule
 
 WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
@@ -211,7 +211,7 @@ class SamplerControls:
 
     STEP_CHOICES = (10, 20, 50, 100)
 
-    def __init__(self, schedule: NoiseSchedule, sampler: str, steps: int, seed: int, tooltip: str):
+    def __init__(self, schedule: NoiseSchedule, sampler: SamplerName, steps: int, seed: int, tooltip: str):
         step_choices = [choice for choice in self.STEP_CHOICES if choice <= schedule.timesteps]
         uses_steps = get_sampler(sampler).uses_steps
         if steps not in step_choices:
@@ -236,7 +236,7 @@ class SamplerControls:
         self.steps.disabled = not get_sampler(change["new"]).uses_steps
 
 
-def describe_run(sampler: str, steps: int) -> str:
+def describe_run(sampler: SamplerName, steps: int) -> str:
     """A run whose number of steps is already known (T for DDPM) in words, e.g. "DDIM, 50 steps"."""
     return get_sampler(sampler).describe(steps, timesteps=steps)
 
@@ -319,7 +319,7 @@ class SamplingExplorer(PanelExplorer):
 class SamplingSettings(NamedTuple):
     """What decides a sampling run: the sampler, its number of steps (T for DDPM) and the seed."""
 
-    sampler: str
+    sampler: SamplerName
     steps: int
     seed: int
 
@@ -345,7 +345,7 @@ class ReverseSamplingExplorer(SamplingExplorer):
     panel_scale = 2  # each panel is a whole grid of digits, not a single one
 
     def __init__(
-        self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: str = DEFAULT_SAMPLER, steps: int = 50, seed: int = 0
+        self, model: nn.Module, schedule: NoiseSchedule, n: int = 16, sampler: SamplerName = DEFAULT_SAMPLER, steps: int = 50, seed: int = 0
     ):
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
@@ -376,7 +376,7 @@ class ReverseSamplingExplorer(SamplingExplorer):
             self.step.max = last
             self.step.value = last
 
-    def remember(self, trajectory: Trajectory, sampler: str, seed: int) -> None:
+    def remember(self, trajectory: Trajectory, sampler: SamplerName, seed: int) -> None:
         """Keep a run drawn elsewhere, so that choosing its settings and pressing Sample shows it at once.
 
         The number of steps is read off the trajectory. It must come from this
@@ -405,7 +405,7 @@ class GuidanceSettings(NamedTuple):
 
     digit: int
     guidance: float
-    sampler: str
+    sampler: SamplerName
     steps: int
     seed: int
 
@@ -436,7 +436,7 @@ class GuidanceExplorer(SamplingExplorer):
         n: int = 20,
         digit: int = ALL_DIGITS,
         guidance: float = DEFAULT_GUIDANCE,
-        sampler: str = DEFAULT_SAMPLER,
+        sampler: SamplerName = DEFAULT_SAMPLER,
         steps: int = 20,
         seed: int = 0,
         classifier: nn.Module | None = None,

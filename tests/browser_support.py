@@ -109,55 +109,6 @@ def copy_notebook_for_lab(source: Path, destination_dir: Path, parameters: dict 
     return destination
 
 
-WIDGET_DEMO_SOURCE = '''\
-import io
-
-import ipywidgets as widgets
-from IPython.display import display
-from PIL import Image, ImageDraw
-
-
-def picture_png(t, schedule):
-    """A bar t units long; the schedule picks its height, so every control changes the bytes."""
-    canvas = Image.new("L", (100, 60), 0)
-    ImageDraw.Draw(canvas).rectangle([0, 0, 4 * t + 3, 10 if schedule == "linear" else 50], fill=255)
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-t_slider = widgets.IntSlider(value=5, min=0, max=20, description="t")
-schedule_dropdown = widgets.Dropdown(options=["linear", "cosine"], value="linear", description="schedule")
-picture = widgets.Image(value=picture_png(5, "linear"), format="png", width=200)
-
-
-def redraw(_change):
-    picture.value = picture_png(t_slider.value, schedule_dropdown.value)
-
-
-{observe_slider}schedule_dropdown.observe(redraw, names="value")
-display(widgets.VBox([widgets.HBox([t_slider, schedule_dropdown]), picture]))
-'''
-
-
-def write_widget_demo_notebook(path: Path, slider_redraws: bool = True) -> Path:
-    """A tiny notebook with the same widget layout as the course notebooks: a slider "t",
-    a dropdown "schedule" and an ipywidgets.Image redrawn by both.
-
-    ``slider_redraws=False`` leaves the slider unconnected, the bug the browser test must catch.
-    """
-    observe_slider = 't_slider.observe(redraw, names="value")\n' if slider_redraws else ""
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [
-        nbformat.v4.new_markdown_cell("# Widget demo for tests/test_browser.py"),
-        nbformat.v4.new_code_cell("print('kernel is alive')"),
-        nbformat.v4.new_code_cell(WIDGET_DEMO_SOURCE.format(observe_slider=observe_slider)),
-    ]
-    nbformat.write(notebook, path)
-    return path
-
-
 # ---------------------------------------------------------------- the server
 
 

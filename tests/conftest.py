@@ -1,6 +1,8 @@
 """Shared fixtures: one torch thread, a tiny model configuration that trains in seconds on a CPU, the command
-line run in this process; and the rule that notebook and browser tests count as slow."""
+line run in this process; the rule that notebook and browser tests count as slow; and the checks that a refusal
+is one line (``one_line``, ``refused_in_one_line``) and what a make target runs (``make_dry_run``)."""
 
+import os
 import subprocess
 from dataclasses import asdict
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddpm_lib import REPO_ROOT
 from ddpm_lib.checkpoint import save_weights
 from ddpm_lib.cli import main
 from ddpm_lib.config import TrainConfig
@@ -83,3 +86,29 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("notebook") or item.get_closest_marker("browser"):
             item.add_marker(pytest.mark.slow)
+
+
+def one_line(error: BaseException) -> str:
+    message = str(error)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+def make_dry_run(*args: str) -> str:
+    """The commands ``make -n ARGS`` would run, as when typed in a shell: under ``make test`` the
+    environment carries the outer make's settings, which would add "Entering directory" lines."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", "-n", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True).stdout
+
+
+def refused_in_one_line(args: list[str], capsys) -> str:
+    """The command's one line on stderr, after checking it exited with the usage code."""
+    capsys.readouterr()
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit_:
+        code = exit_.code
+    error = capsys.readouterr().err.strip()
+    assert code == 2, error
+    assert "Traceback" not in error
+    return error.splitlines()[-1]

@@ -88,9 +88,9 @@ def test_the_recipe_table_keeps_each_samplers_row(tmp_path):
     rows = tmp_path / "rows.csv"
     line = "v,cpu,561 steps,561,0,1.0,1000,{confident},{fid},0.2,1.0,{{}},{eta}\n"
     rows.write_text(",".join(COLUMNS) + "\n" + line.format(confident=0.4, fid=14, eta=0.0) + line.format(confident=0.5, fid=12, eta=1.0))
-    older = tmp_path / "older.csv"  # written before the eta column existed
-    older.write_text(",".join(COLUMNS[:-1]) + "\nw,cpu,561 steps,561,0,1.0,1000,0.3,20,0.2,1.0,{}\n")
-    table = markdown_table([str(rows), str(older)])
+    without_eta = tmp_path / "without_eta.csv"  # a table with no eta column: its rows were measured at eta 0
+    without_eta.write_text(",".join(COLUMNS[:-1]) + "\nw,cpu,561 steps,561,0,1.0,1000,0.3,20,0.2,1.0,{}\n")
+    table = markdown_table([str(rows), str(without_eta)])
     assert "| v | 14 / 40% |" in table and "| v, eta 1 | 12 / 50% |" in table and "| w | 20 / 30% |" in table
 
 

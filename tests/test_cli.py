@@ -6,19 +6,24 @@ Sampling reads an untrained tiny network's weights; the tests that train are mar
 """
 
 import contextlib
+import csv
+import dataclasses
 import errno
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_weights
+from conftest import refused_in_one_line, write_tiny_weights
 
 from ddpm_lib import cli as cli_module
 from ddpm_lib import evaluation, sampling, trainer
 from ddpm_lib.cli import COMMANDS, RELIABLE_FID_DIGITS, build_parser, main
+from ddpm_lib.config import TrainConfig
+from ddpm_lib.unet import UNetConfig
 
 TINY = ["--subset", "256", "--batch-size", "64", "--channels", "8,16,16", "--quiet"]  # the flags of conftest's TINY_MODEL
 
@@ -73,6 +78,59 @@ def test_refused_training_settings_name_the_flag_and_write_nothing(flags, messag
     result = cli("train", "--epochs", "1", "--out", tmp_path / "run", *flags)
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+# Every setting of TrainConfig, set from the command line: the flags outside scripts type, a value other than the
+# default, and the value TrainConfig must then hold. --out is given in every call.
+FLAG_OF_EVERY_SETTING = [
+    ("epochs", ["--epochs", "2"], 2),
+    ("batch_size", ["--batch-size", "32"], 32),
+    ("lr", ["--lr", "1e-3"], 1e-3),
+    ("warmup_steps", ["--warmup-steps", "7"], 7),
+    ("lr_schedule", ["--lr-schedule", "cosine"], "cosine"),
+    ("grad_clip", ["--grad-clip", "0.5"], 0.5),
+    ("ema_decay", ["--ema-decay", "0.99"], 0.99),
+    ("ema_warmup", ["--ema-warmup", "3"], 3),
+    ("schedule", ["--schedule", "linear"], "linear"),
+    ("timesteps", ["--timesteps", "500"], 500),
+    ("prediction", ["--prediction", "eps"], "eps"),
+    ("loss_weighting", ["--loss-weighting", "uniform"], "uniform"),
+    ("min_snr_gamma", ["--min-snr-gamma", "2.5"], 2.5),
+    ("model", ["--channels", "8,16,16", "--no-attention", "--conditional"], UNetConfig((8, 16, 16), attention=False, num_classes=10)),
+    ("p_uncond", ["--conditional", "--p-uncond", "0.2"], 0.2),
+    ("train_subset", ["--subset", "256"], 256),
+    ("device", ["--device", "cpu"], "cpu"),
+    ("amp", ["--amp", "fp32"], "fp32"),
+    ("cuda_graphs", ["--no-cuda-graphs"], False),
+    ("cpu_threads", ["--cpu-threads", "2"], 2),
+    ("cpu_threads", ["--cpu-threads", "adaptive"], "adaptive"),
+    ("seed", ["--seed", "3"], 3),
+    ("out_dir", [], None),  # the run folder of each call below
+    ("data_root", ["--data-root", "elsewhere"], "elsewhere"),
+    ("grid_size", ["--grid-size", "16"], 16),
+    ("grid_steps", ["--grid-steps", "10"], 10),
+]
+
+
+def test_every_training_setting_is_in_the_table_of_flags():
+    assert {name for name, _, _ in FLAG_OF_EVERY_SETTING} == {setting.name for setting in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize(
+    "name, flags, expected", FLAG_OF_EVERY_SETTING, ids=[" ".join(flags) or name for name, flags, _ in FLAG_OF_EVERY_SETTING]
+)
+def test_every_training_setting_has_its_flag(name, flags, expected, tmp_path, monkeypatch, cli):
+    given = []
+
+    def capture(config, **options):
+        given.append(config)
+        raise KeyboardInterrupt  # stops before any training
+
+    monkeypatch.setattr(trainer, "train", capture)
+    result = cli("train", "--epochs", "1", "--out", tmp_path / "run", *flags)
+    assert result.returncode == 130, result.stderr
+    expected = str(tmp_path / "run") if name == "out_dir" else expected
+    assert getattr(given[0], name) == expected != getattr(TrainConfig(), name)
 
 
 # ----------------------------------------------------------------- sample
@@ -148,7 +206,10 @@ def test_bad_requests_fail_clearly(weights, tmp_path, cli):
         (["sample", "--device", "tpu", "--out", "x.png"], "--device: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
         (["evaluate", "--batch-size", "1e9"], "--batch-size: expected a whole number"),
         (["train", "--epochs", "1.5", "--out", "r"], "--epochs: expected a whole number"),
-        (["train", "--epochs", "-1", "--out", "r"], "--epochs: must be positive"),
+        (["train", "--epochs", "-1", "--out", "r"], "--epochs must be a whole number, at least 1, got -1"),
+        (["train", "--epochs", "1", "--out", "r", "--lr", "inf"], "--lr must be a positive number, got inf"),
+        (["train", "--epochs", "1", "--out", "r", "--grad-clip", "inf"], "--grad-clip must be a positive number, got inf"),
+        (["train", "--epochs", "1", "--out", "r", "--min-snr-gamma", "nan"], "--min-snr-gamma must be a positive number, got nan"),
         (["sweep", "--steps", "10,0", "--out", "c.csv"], "--steps: '0' in '10,0': must be positive"),
         (["sweep", "--guidance", "1,-2", "--out", "c.csv"], "--guidance: '-2' in '1,-2': must be a finite number, 0 or more"),
         (["sweep", "--out", "curves.txt"], "--out: must end in .csv"),
@@ -209,12 +270,14 @@ def test_sweep_of_an_unconditional_model_names_the_flag_to_train_one(weights, no
 # ------------------------------------------------------ what is an error
 
 
-def test_a_bug_shows_its_traceback(weights, tmp_path, monkeypatch):
+@pytest.mark.parametrize("bug", [ValueError, FileNotFoundError, FileExistsError])
+def test_a_bug_shows_its_traceback(bug, weights, tmp_path, monkeypatch):
+    # A missing file the user did not name is a bug too: only the run folder and the files a flag names are the user's to fix.
     def buggy(*args, **kwargs):
-        raise ValueError("an internal bug")
+        raise bug("an internal bug")
 
     monkeypatch.setattr(sampling, "sample_many", buggy)
-    with pytest.raises(ValueError, match="an internal bug"):
+    with pytest.raises(bug, match="an internal bug"):
         main(["sample", "--checkpoint", str(weights), "--out", str(tmp_path / "x.png")])
 
 
@@ -248,6 +311,14 @@ def test_parser_help_and_docstring_list_every_command_of_the_table(capsys):
         assert f"{command.name:<18}{command.summary}" in cli_module.__doc__
 
 
+@pytest.mark.slow  # a second Python that imports torch: about 3 s of CPU
+def test_help_works_without_docstrings():
+    """``python -OO`` drops every docstring; the command line must not need its own."""
+    result = subprocess.run([sys.executable, "-OO", "-m", "ddpm_lib", "--help"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert all(command.summary in " ".join(result.stdout.split()) for command in COMMANDS.values())
+
+
 @pytest.mark.slow  # a second Python that imports torch
 def test_python_dash_m_runs_the_same_command_line(weights, tmp_path, cli):
     """The one real subprocess: ``python -m ddpm_lib`` must draw what ``main`` draws in this process."""
@@ -259,3 +330,81 @@ def test_python_dash_m_runs_the_same_command_line(weights, tmp_path, cli):
     assert cli(*args, "--out", tmp_path / "inside.npz").returncode == 0
     np.testing.assert_array_equal(np.load(tmp_path / "outside.npz")["images"], np.load(tmp_path / "inside.npz")["images"])
     assert outside.stdout.replace("outside", "inside") == f"wrote 3 digits (DDIM, 2 steps) to {tmp_path / 'inside.npz'}\n"
+
+
+# numbers the parser took and the code could not use, and the sweep's table -------------------------------------
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make each command's work a test failure: a refusal must come before it."""
+
+    def fail(*args, **kwargs):
+        pytest.fail("the command started its work")
+
+    for work in ("ddpm_lib.sampling.sample_many", "ddpm_lib.evaluation.evaluate_model", "ddpm_lib.evaluation.guidance_and_steps_curves",
+                 "ddpm_lib.cli.train_classifier", "ddpm_lib.trainer.train"):  # fmt: skip
+        monkeypatch.setattr(work, fail)
+
+
+@pytest.mark.parametrize("seed", [str(2**64), "-1"])
+@pytest.mark.parametrize("command", ["sample", "train", "evaluate", "train-classifier", "sweep"])
+def test_a_seed_torch_cannot_take_is_refused_naming_the_flag(tmp_path, capsys, weights, no_work, command, seed):
+    out = {"sample": ["--out", tmp_path / "d.png"], "train": ["--epochs", 1, "--out", tmp_path / "run", "--subset", 256],
+           "train-classifier": ["--epochs", 1, "--out", tmp_path / "c.safetensors"], "sweep": ["--out", tmp_path / "c.csv"]}  # fmt: skip
+    model = ["--checkpoint", weights, "--n", 2] if command in ("sample", "evaluate") else []
+    error = refused_in_one_line([command, *model, *out.get(command, []), "--seed", seed], capsys)
+    assert error.endswith(f"--seed: must be a whole number from 0 to 4,294,967,295, got {seed}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_of_one_digit_is_refused_before_sampling(weights, capsys, monkeypatch):
+    monkeypatch.setattr("ddpm_lib.evaluation.evaluate_model", lambda *args, **kwargs: pytest.fail("sampled and scored one digit"))
+    error = refused_in_one_line(["evaluate", "--checkpoint", weights, "--n", 1], capsys)
+    assert error.endswith("--n must be at least 2 here: the classifier-FID fits a covariance to the digits' features")
+
+
+@pytest.mark.parametrize("flag", ["--seconds", "--quality-minutes"])
+def test_bench_for_ever_is_refused(capsys, monkeypatch, flag):
+    monkeypatch.setattr("ddpm_lib.bench.run_bench", lambda *args, **kwargs: pytest.fail("a benchmark without end was started"))
+    assert refused_in_one_line(["bench", "--quality", flag, "inf"], capsys).endswith(f"{flag}: must be positive, got inf")
+
+
+def test_train_without_a_run_folder_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error = refused_in_one_line(["train", "--epochs", 1, "--subset", 256, "--batch-size", 64, "--quiet", "--out", ""], capsys)
+    assert error.endswith("--out: must name the run folder, got ''")
+    assert list(tmp_path.iterdir()) == [], "something was written in the working folder"
+
+
+def sweep_with_points(tmp_path, monkeypatch, capsys, points: int) -> Path:
+    """Run sweep into an existing table, interrupted (Ctrl-C) after ``points`` new points."""
+    out = tmp_path / "curves.csv"
+    out.write_text("curve,sampler\nguidance,ddim\nsteps,ddim\n")
+
+    def interrupted_after(model, schedule, n, *args, log, **kwargs):
+        for k in range(points):
+            log({"curve": "guidance", "sampler": "ddim", "steps": 20, "guidance": float(k), "fid": 1.0, "floor_fid": 0.5,
+                 "worst_digit_accuracy": 0.9, "seconds": 1.0})  # fmt: skip
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ddpm_lib.evaluation.guidance_and_steps_curves", interrupted_after)
+    monkeypatch.setattr("ddpm_lib.cli.load_model", lambda *args, **kwargs: (None, type("Schedule", (), {"timesteps": 1000})(), None))
+    assert main(["sweep", "--n", "500", "--out", str(out)]) == 130
+    capsys.readouterr()
+    return out
+
+
+def test_a_sweep_interrupted_before_its_first_point_keeps_the_old_table(tmp_path, monkeypatch, capsys):
+    out = sweep_with_points(tmp_path, monkeypatch, capsys, points=0)
+    assert out.read_text() == "curve,sampler\nguidance,ddim\nsteps,ddim\n"
+
+
+def test_a_sweep_interrupted_later_keeps_the_points_it_measured(tmp_path, monkeypatch, capsys):
+    from ddpm_lib.evaluation import CURVE_COLUMNS
+
+    out = sweep_with_points(tmp_path, monkeypatch, capsys, points=2)
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(CURVE_COLUMNS) and [row["guidance"] for row in rows] == ["0.0", "1.0"]
+    assert [p.name for p in tmp_path.iterdir()] == ["curves.csv"]

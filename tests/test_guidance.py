@@ -134,7 +134,7 @@ def test_different_labels_give_different_outputs_and_do_not_mix_across_the_batch
     model = random_model()
     x, t = inputs(1)
     x, t = x.expand(11, -1, -1, -1), t.expand(11)
-    labels = torch.arange(11)  # 0..9 and the null token, same image and timestep
+    labels = torch.arange(11)  # 0..9 and the null label, same image and timestep
     with torch.no_grad():
         out = model(x, t, labels)
         for i in range(11):
@@ -330,7 +330,7 @@ def test_loss_hides_a_binomial_fraction_of_labels():
     labels = torch.arange(500) % 10
     seen = spy_losses(0.1, labels, calls=8, seed=7, run_inner=False)  # 4000 labels
     hidden = seen == 10
-    # Every label is either passed on unchanged or replaced by the null token.
+    # Every label is either passed on unchanged or replaced by the null label.
     assert ((seen == labels) | hidden).all()
     n, p = hidden.numel(), 0.1
     assert abs(hidden.float().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n), hidden.float().mean().item()

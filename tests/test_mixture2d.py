@@ -102,12 +102,12 @@ def test_the_best_noise_prediction_is_a_scaled_score(alpha_bar, label):
 
 
 def test_guidance_on_noise_predictions_is_guidance_on_scores():
-    # eps_nothing + w (eps_y - eps_nothing) = -sqrt(1 - a) (grad log p(x_t) + w grad log p(y | x_t)).
+    # eps_null + w (eps_y - eps_null) = -sqrt(1 - a) (grad log p(x_t) + w grad log p(y | x_t)).
     a, w = 0.4, 3.0
-    eps_nothing = MIXTURE.best_noise_prediction(POINTS, a)
+    eps_null = MIXTURE.best_noise_prediction(POINTS, a)
     eps_label = MIXTURE.best_noise_prediction(POINTS, a, label=1)
     np.testing.assert_allclose(
-        eps_nothing + w * (eps_label - eps_nothing), -np.sqrt(1 - a) * MIXTURE.noised(a).guided_score(POINTS, 1, w), rtol=1e-10, atol=1e-12
+        eps_null + w * (eps_label - eps_null), -np.sqrt(1 - a) * MIXTURE.noised(a).guided_score(POINTS, 1, w), rtol=1e-10, atol=1e-12
     )
 
 

@@ -1,4 +1,4 @@
-"""The training objective and the pieces of the graphed step, against independent references."""
+"""The training objective: its targets, weights and loss, against independent references."""
 
 import copy
 import math
@@ -8,10 +8,8 @@ import pytest
 import torch
 from conftest import TINY_MODEL
 
-from ddpm_lib.config import TrainConfig
 from ddpm_lib.objective import NoiseFromVelocity, Objective, diffusion_loss
 from ddpm_lib.schedule import NoiseSchedule
-from ddpm_lib.trainer import EMA, Trainer, _restore_in_place, _snapshot
 from ddpm_lib.unet import SimpleUNet
 
 
@@ -73,55 +71,6 @@ def test_uniform_eps_loss_is_plain_mse():
     x0, noise, t = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28), torch.tensor([1, 50, 500, 999])
     expected = torch.nn.functional.mse_loss(model(schedule.q_sample(x0, t, noise), t), noise)
     torch.testing.assert_close(diffusion_loss(model, schedule, x0, t, noise), expected)
-
-
-def test_learning_rate_warms_up_then_follows_a_cosine_to_zero():
-    images = torch.zeros(640, 1, 28, 28)
-    trainer = Trainer(
-        TrainConfig(out_dir=None, epochs=10, batch_size=64, lr=1e-3, warmup_steps=10, lr_schedule="cosine", model=TINY_MODEL, device="cpu"),
-        progress=False,
-        images=images,
-        labels=torch.zeros(640, dtype=torch.long),
-    )
-    assert trainer.total_steps == 100
-    assert trainer.learning_rate(0) == pytest.approx(1e-4) and trainer.learning_rate(9) == pytest.approx(1e-3)
-    assert trainer.learning_rate(55) == pytest.approx(0.5e-3) and trainer.learning_rate(100) == pytest.approx(0.0, abs=1e-12)
-
-
-def test_ema_update_takes_a_tensor_weight_as_a_cuda_graph_needs():
-    model = SimpleUNet(TINY_MODEL)
-    by_float, by_tensor = EMA(model, 0.9, 10), EMA(model, 0.9, 10)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-    by_float.update(model, 0.25)
-    by_tensor.update(model, torch.tensor(0.25))
-    for a, b, p in zip(by_float.model.parameters(), by_tensor.model.parameters(), model.parameters()):
-        torch.testing.assert_close(a, b)
-        torch.testing.assert_close(a, p - 0.75)  # theta_ema + 0.25 (theta - theta_ema), theta = theta_ema + 1
-
-
-def test_warm_up_updates_are_undone_in_place():
-    # The CUDA graph is recorded after a few real updates; undoing them must leave a trainer that
-    # continues exactly as one that never warmed up, with every tensor still at its old address.
-    generator = torch.Generator().manual_seed(0)
-    images, labels = torch.rand(512, 1, 28, 28, generator=generator) * 2 - 1, torch.zeros(512, dtype=torch.long)
-    config = TrainConfig(out_dir=None, epochs=5, batch_size=64, model=TINY_MODEL, device="cpu", warmup_steps=5)
-    plain = Trainer(config, progress=False, images=images, labels=labels)
-    plain.train_steps(2)
-    warmed = Trainer(config, progress=False, images=images, labels=labels)
-    warmed.train_steps(1)  # optimizer state exists, as it does after a resume
-    addresses = [p.data_ptr() for p in warmed.model.parameters()]
-    saved = _snapshot(warmed)
-    for _ in range(3):
-        warmed.optimizer.zero_grad(set_to_none=True)
-        warmed.update(images[:64], torch.randint(0, 1000, (64,)), torch.randn(64, 1, 28, 28), None, 0.5)
-    _restore_in_place(warmed, saved)
-    assert [p.data_ptr() for p in warmed.model.parameters()] == addresses
-    warmed.train_steps(1)
-    for a, b in zip(plain.model.parameters(), warmed.model.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert plain.losses == warmed.losses
 
 
 def test_the_loss_label_names_what_the_trainer_logs():

@@ -1,4 +1,5 @@
-"""Headless retraining with papermill, exactly as the README shows it, and its parameter documentation."""
+"""The notebooks run headless by papermill: retraining exactly as the README shows it, the parameters' documentation,
+and nonsense parameters refused in the first cell after them, naming each."""
 
 import csv
 import re
@@ -46,24 +47,20 @@ def test_nonsense_parameters_fail_naming_each(tmp_path):
     assert not (tmp_path / "run").exists(), "nothing should be written for a refused configuration"
 
 
-# Each notebook's parameters as ddpm_lib.params checks them: papermill must document every one of them.
-PARAMETER_SPECS = {
-    "02_training.ipynb": params.TRAINING_NOTEBOOK,
-    "03_reverse_sampling.ipynb": params.SAMPLING_NOTEBOOK,
-    "04_guidance_and_fast_sampling.ipynb": params.GUIDANCE_NOTEBOOK,
-}
-
-
 @pytest.mark.slow  # papermill reads the notebook in a Python of its own
-@pytest.mark.parametrize("notebook", PARAMETER_SPECS)
+@pytest.mark.parametrize("notebook", [name for name, spec in params.COURSE.items() if spec])
 def test_help_notebook_documents_every_parameter(notebook):
-    # papermill's parser skips a parameter it cannot read (an annotation such as int | None, a comment holding
-    # double quotes): it then vanishes from --help-notebook, and a -p for it draws only a warning.
+    # Each notebook's parameters as ddpm_lib.params checks them: papermill must document every one of them. Its parser
+    # skips a parameter it cannot read (an annotation such as int | None, a comment holding double quotes): it then
+    # vanishes from --help-notebook, and a -p for it draws only a warning.
     result = subprocess.run(
-        [sys.executable, "-m", "papermill", "--help-notebook", str(NOTEBOOKS / notebook)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "papermill", "--help-notebook", str(NOTEBOOKS / f"{notebook}.ipynb")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     documented = re.findall(r"^  (\w+): .*\(default .*\)\s*(\S.*)?$", result.stdout, re.MULTILINE)
-    assert sorted(name for name, _ in documented) == sorted(PARAMETER_SPECS[notebook])
+    assert sorted(name for name, _ in documented) == sorted(params.COURSE[notebook])
     lines = result.stdout.splitlines()
     for k, line in enumerate(lines):  # a help text after the default, or on the next line
         if "(default" in line:
@@ -86,3 +83,23 @@ def test_guidance_notebook_refuses_nonsense_naming_the_parameter(tmp_path, name,
             progress_bar=False,
         )
     assert message in str(error.value)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize(
+    "name, value, message",
+    [("n_samples", 4, "n_samples must be a whole number, from 8 to 64"), ("seed", "-1", "seed must be a whole number, at least 0")],
+)
+def test_sampling_notebook_refuses_nonsense_naming_the_parameter(tmp_path, name, value, message):
+    with pytest.raises(papermill.PapermillExecutionError) as error:
+        papermill.execute_notebook(
+            str(NOTEBOOKS / "03_reverse_sampling.ipynb"),
+            str(tmp_path / "03_out.ipynb"),
+            parameters={name: value, "gif_path": str(tmp_path / "never.gif")},
+            cwd=str(NOTEBOOKS),
+            kernel_name="python3",
+            progress_bar=False,
+        )
+    assert message in str(error.value)
+    assert "NotebookParameterError" in str(error.value)
+    assert not (tmp_path / "never.gif").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ddpm_lib.params import GUIDANCE_NOTEBOOK, SAMPLING_NOTEBOOK, NotebookParameterError, Param, parse_param, validate
+from ddpm_lib.params import COURSE, GUIDANCE_NOTEBOOK, SAMPLING_NOTEBOOK, NotebookParameterError, Param, parse_param, validate
 
 
 @pytest.mark.parametrize("value, expected", [(3, 3), ("3", 3), (" 12 ", 12), ("-2", -2), (3.0, 3), ("3.0", 3), ("1e3", 1000)])
@@ -168,6 +168,28 @@ def test_validate_with_one_bad_parameter_says_just_that():
     assert str(refused.value) == "epochs must be a whole number, at least 1, got 0"
 
 
+# ----- the course's notebooks and their specs ---------------------------------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def test_the_course_is_every_notebook_in_order():
+    assert list(COURSE) == sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", COURSE)
+def test_each_parameters_cell_assigns_the_names_of_its_spec_and_its_defaults_pass(notebook):
+    cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())["cells"]
+    tagged = ["".join(cell["source"]) for cell in cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == (1 if COURSE[notebook] else 0), "a notebook with a spec has one parameters cell, one without has none"
+    for source in tagged:
+        names = [node.target.id for node in ast.parse(source).body if isinstance(node, ast.AnnAssign)]
+        assert sorted(names) == sorted(COURSE[notebook])
+        defaults = {}
+        exec(source, defaults)
+        assert validate(defaults, COURSE[notebook]) == {name: defaults[name] for name in names}
+
+
 # Notebook 03's spec, against its parameters cell and as papermill -p and -r deliver values.
 SAMPLING = Path(__file__).resolve().parent.parent / "notebooks" / "03_reverse_sampling.ipynb"
 SAMPLING_DEFAULTS = {"checkpoint": None, "device": "auto", "n_samples": 16, "seed": 0, "gif_path": "../runs/03_reverse_process.gif"}
@@ -219,19 +241,6 @@ def guidance_parameters_cell() -> str:
     cells = json.loads(GUIDANCE_PATH.read_text())["cells"]
     (cell,) = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     return "".join(cell["source"])
-
-
-def test_guidance_spec_covers_exactly_the_parameters_cell():
-    tree = ast.parse(guidance_parameters_cell())
-    names = [node.target.id for node in tree.body if isinstance(node, ast.AnnAssign)]
-    assert names == list(GUIDANCE_NOTEBOOK)
-
-
-def test_guidance_defaults_pass_unchanged():
-    defaults = {}
-    exec(guidance_parameters_cell(), defaults)
-    clean = validate(defaults, GUIDANCE_NOTEBOOK)
-    assert clean == {name: defaults[name] for name in GUIDANCE_NOTEBOOK}
 
 
 def test_guidance_parameters_as_papermill_r_passes_them():

@@ -9,6 +9,7 @@ import sys
 import zipfile
 
 import pytest
+from conftest import refused_in_one_line
 
 from ddpm_lib import REPO_ROOT, pretrained
 from ddpm_lib.pretrained import ShippedWeightsError, shipped_path
@@ -56,3 +57,17 @@ def test_a_wheel_carries_the_weights_and_finds_them_without_the_repository(tmp_p
     )  # fmt: skip
     assert found.returncode == 0, found.stderr
     assert found.stdout.split() == [str(tmp_path / "site" / "ddpm_lib" / "assets" / shipped[name]["file"]) for name in sorted(shipped)]
+
+
+# a damaged manifest --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("manifest_text", ["{not json", '{"conditional": "weights.safetensors"}', "[]"])
+def test_a_damaged_manifest_is_one_line_naming_it(tmp_path, monkeypatch, capsys, manifest_text):
+    from ddpm_lib import pretrained
+
+    (tmp_path / "manifest.json").write_text(manifest_text)
+    monkeypatch.setattr(pretrained, "ASSETS", tmp_path)
+    monkeypatch.setattr(pretrained, "MANIFEST", tmp_path / "manifest.json")
+    error = refused_in_one_line(["sample", "--n", 2, "--out", tmp_path / "d.png"], capsys)
+    assert error.startswith(f"error: {tmp_path / 'manifest.json'} ") and "it is damaged" in error

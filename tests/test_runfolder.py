@@ -394,7 +394,8 @@ def test_set_aside_refuses_a_folder_whose_lock_is_a_link(tmp_path, victim):
 
 @posix_only
 def test_atomic_write_never_writes_through_a_planted_link(tmp_path, victim, monkeypatch):
-    # Links at the temporary name earlier versions used (".<stem>.tmp-<pid><suffix>") and at the real name.
+    # Links at a temporary name without the random part (".<stem>.tmp-<pid><suffix>", which TEMPORARY_PATTERN still
+    # matches) and at the real name.
     monkeypatch.setattr(os, "getpid", lambda: 4242)
     run = tmp_path / "run"
     plant(run / ".checkpoint.tmp-4242.pt", "symbolic link", victim)

@@ -260,3 +260,29 @@ def test_diagram_draws_the_blocks_the_network_has(blocks, attention):
     assert texts.count("t") == 3 + 3 + 2  # a badge on every box of ResBlocks: down, up, and the middle two
     assert ("self-attention\nall 49 pixels" in texts) == attention
     assert f"{count_parameters(SimpleUNet(config)):,} parameters" in figure.axes[0].get_title()
+
+
+# UNetConfig's refusals -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings, named",
+    [
+        ({"channels": (100_000, 100_000, 100_000)}, "at most 1024"),
+        ({"channels": ("16", "32", "64")}, "channels"),
+        ({"channels": 16}, "channels"),
+        ({"groups": 0}, "groups"),
+        ({"attention": "no"}, "attention"),
+        ({"num_classes": True}, "num_classes"),
+        ({"blocks_per_level": 5}, "blocks_per_level"),
+    ],
+)
+def test_unet_config_refuses_absurd_or_mistyped_settings_naming_them(settings, named):
+    with pytest.raises(ValueError, match=named):
+        UNetConfig(**settings)
+
+
+def test_unet_config_takes_widths_as_any_whole_numbers():
+    import numpy as np
+
+    assert UNetConfig(channels=[np.int64(8), 16, 16]).channels == (8, 16, 16)

@@ -1,4 +1,4 @@
-"""`make run`: the four notebooks executed headless into runs/, in a way a newcomer can follow.
+"""`make run`: the course's notebooks (ddpm_lib.params.COURSE) executed headless into runs/, in a way a newcomer can follow.
 
     python tools/run_notebooks.py [--from-02] [--runs runs]
 
@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from ddpm_lib.params import COURSE
 from ddpm_lib.runfolder import RunFolderError, atomic_write, check_writable, open_own_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +38,8 @@ class NotebookFailed(RuntimeError):
 
 
 def plan(runs: Path, from_02: bool) -> list[tuple[str, dict]]:
-    """Each notebook in order, with its parameters (paths relative to notebooks/, where the notebooks run).
+    """Each notebook of the course in order, with the parameters that send what it writes into ``runs``
+    (paths relative to notebooks/, where the notebooks run); a notebook not named here runs as it is.
 
     Notebook 02 starts a fresh training run every time: a run left in its folder,
     by `make test` or an earlier `make run`, is kept beside it, never continued.
@@ -46,12 +48,8 @@ def plan(runs: Path, from_02: bool) -> list[tuple[str, dict]]:
     sampling = {"gif_path": os.path.relpath(runs / "03_reverse_process.gif", NOTEBOOKS)}
     if from_02:
         sampling["checkpoint"] = str(training / "checkpoint.pt")
-    return [
-        ("01_forward_noising", {}),
-        ("02_training", {"out_dir": str(training), "resume": False}),
-        ("03_reverse_sampling", sampling),
-        ("04_guidance_and_fast_sampling", {}),
-    ]
+    into_runs = {"02_training": {"out_dir": str(training), "resume": False}, "03_reverse_sampling": sampling}
+    return [(name, into_runs.get(name, {})) for name in COURSE]
 
 
 @contextlib.contextmanager
@@ -72,16 +70,13 @@ def stderr_into(log: Path):
 
 
 @contextlib.contextmanager
-def clock_ticking(every: float = 1.0):
-    """Redraw the progress bars every second: tqdm redraws only when a cell ends, and training runs for minutes."""
-    from tqdm import tqdm
-
+def clock_ticking(bar, every: float = 1.0):
+    """Redraw ``bar`` (a tqdm bar) every ``every`` seconds: tqdm redraws only when a cell ends, and training runs for minutes."""
     stop = threading.Event()
 
     def tick():
         while not stop.wait(every):
-            for bar in list(tqdm._instances):  # tqdm's own registry of open bars; refresh() takes the bar's lock
-                bar.refresh()
+            bar.refresh()  # takes the bar's lock; a closed bar draws nothing
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
@@ -102,15 +97,16 @@ def run_notebook(notebook: Path, parameters: dict, runs: Path, terminal) -> Path
     import papermill
     from nbconvert import HTMLExporter
 
+    _register_ticking_engine()
     executed, html, log = runs / f"{notebook.stem}.ipynb", runs / f"{notebook.stem}.html", runs / "logs" / f"{notebook.stem}.log"
     fd, name = tempfile.mkstemp(prefix=f".{notebook.stem}.tmp-{os.getpid()}-", suffix=".ipynb", dir=runs)
     os.close(fd)
     writing = Path(name)
-    with stderr_into(log), clock_ticking():
+    with stderr_into(log):
         try:
             papermill.execute_notebook(
                 str(notebook), str(writing), parameters=parameters, cwd=str(notebook.parent), kernel_name="python3",
-                progress_bar={"desc": f"  {notebook.stem}", "file": terminal, "leave": False},
+                engine_name=TICKING_ENGINE, progress_bar={"desc": f"  {notebook.stem}", "file": terminal, "leave": False},
             )  # fmt: skip
         except papermill.PapermillExecutionError as exc:
             error = f"{exc.ename}: {exc.evalue}".strip().splitlines()[0]
@@ -122,6 +118,23 @@ def run_notebook(notebook: Path, parameters: dict, runs: Path, terminal) -> Path
             else:  # papermill stopped before writing anything
                 writing.unlink()
     return html
+
+
+TICKING_ENGINE = "ddpm-mnist-ticking"
+
+
+def _register_ticking_engine():
+    """papermill's own engine, its bar of cells redrawn every second while a cell runs (``clock_ticking``),
+    registered under ``TICKING_ENGINE``: an engine is papermill's way to change how a notebook is executed."""
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class TickingEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            with clock_ticking(nb_man.pbar) if nb_man.pbar else contextlib.nullcontext():
+                return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    papermill_engines.register(TICKING_ENGINE, TickingEngine)
 
 
 def reached_quality(executed: Path) -> str | None:

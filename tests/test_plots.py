@@ -1,4 +1,5 @@
-"""plots.plot_markov_chain: the forward/reverse chain figure of notebook 03."""
+"""The figures of ddpm_lib.plots that say more than a picture: notebook 02's loss curves (one run, or several on
+one pair of axes), notebook 03's forward/reverse chain and notebook 04's table of digit grids, one row of panels per model."""
 
 import matplotlib
 
@@ -62,3 +63,42 @@ def test_a_figure_is_drawn_without_error():
 def test_mismatched_or_unordered_timesteps_are_refused(images, ts):
     with pytest.raises(ValueError):
         plots.plot_markov_chain(images, ts)
+
+
+# ----- notebook 04's table of digit grids
+
+
+def batch(n=20):
+    return torch.rand(n, 1, 28, 28) * 2 - 1
+
+
+def test_one_row_of_panels_per_model_titled_by_setting():
+    figure = plots.plot_model_rows(
+        {"yours": {"w = 0": batch(), "w = 1": batch()}, "shipped": {"w = 0: 3 of 20": batch(), "w = 1: 20 of 20": batch()}}
+    )
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["w = 0", "w = 1", "w = 0: 3 of 20", "w = 1: 20 of 20"]
+    assert [ax.get_ylabel() for ax in figure.axes] == ["yours", "", "shipped", ""]
+
+
+def test_models_with_different_numbers_of_panels_are_refused():
+    with pytest.raises(ValueError, match="same number of panels"):
+        plots.plot_model_rows({"yours": {"w = 0": batch()}, "shipped": {"w = 0": batch(), "w = 1": batch()}})
+
+
+def test_one_run_keeps_its_two_lines():
+    axes = plots.plot_loss([1.0, 0.8, 0.6, 0.5], "loss", window=2).axes[0]
+    assert [line.get_label() for line in axes.get_lines()] == ["per step", "mean of 2 steps"]
+
+
+def test_named_runs_share_the_axes_and_the_later_ones_are_dashed():
+    # Two runs that lie on top of each other (a student's loss and the library's) must both stay visible.
+    runs = {"ddpm_lib's diffusion_loss": [1.0, 0.8, 0.6, 0.5], "your training_loss": [1.0, 0.8, 0.6, 0.5]}
+    lines = plots.plot_loss(runs, "loss", window=2).axes[0].get_lines()
+    assert [(line.get_label(), line.get_linestyle()) for line in lines] == [
+        ("ddpm_lib's diffusion_loss, per step", "-"),
+        ("ddpm_lib's diffusion_loss, mean of 2 steps", "-"),
+        ("your training_loss, per step", "--"),
+        ("your training_loss, mean of 2 steps", "--"),
+    ]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color() == lines[3].get_color()
