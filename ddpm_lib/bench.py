@@ -83,6 +83,7 @@ class QualityMark:
     train_seconds: float  # in optimisation steps only; sampling and judging the digits are not counted
     eta: float  # DDIM's noise: 0 deterministic, 1 the stochastic (DDPM-like) sampler on the same 50 steps
     scores: Evaluation
+    model: torch.nn.Module  # the network that drew the digits (the EMA's); it trains on once the next mark is asked for
 
 
 def quality_during_training(
@@ -119,7 +120,7 @@ def quality_during_training(
             with autocast(trainer.device, trainer.precision):
                 images = sample_many(model, trainer.schedule, n, "ddim", 50, seed=seed, eta=eta)
             scores = evaluate_images(classifier, images, reference)
-            yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, eta, scores)
+            yield QualityMark(mark, trainer.step, trainer.step / trainer.steps_per_epoch, trained, eta, scores, model)
 
 
 def minutes_to_quality(

@@ -127,8 +127,9 @@ CURVE_COLUMNS = (
 
 
 def read_curves(path) -> list[dict]:
-    """Rows written by ``python -m ddpm_lib sweep`` (a CSV), with their numbers as numbers."""
-    kinds = {"steps": int, "n": int, "curve": str, "sampler": str}
+    """Rows of a measured curve (a CSV written by ``python -m ddpm_lib sweep``, or one with a ``command`` column
+    saying how each row was measured), with their numbers as numbers."""
+    kinds = {"steps": int, "n": int, "curve": str, "sampler": str, "command": str}
     with open(path, newline="") as f:
         return [{key: kinds.get(key, float)(value) for key, value in row.items()} for row in csv.DictReader(f)]
 

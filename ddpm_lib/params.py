@@ -297,6 +297,7 @@ GUIDANCE_NOTEBOOK = {
     "train_subset": Param(int, minimum=1, maximum=TRAINING_DIGITS, allow_none=True),
     "train_batch_size": Param(int, minimum=1),
     "train_lr": Param(float, minimum=1e-8),
+    "train_loss_weighting": Param(str, choices=WEIGHTINGS),
     "train_channels": Param(list[int], minimum=8, length=3),
     "train_out_dir": Param(str),
     "n_per_point": Param(int, minimum=200, note="the classifier-FID needs more digits than its 128 features"),

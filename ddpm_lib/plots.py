@@ -247,6 +247,44 @@ def plot_guidance_and_steps(curves: dict[str, Sequence[dict]]):
     return fig
 
 
+def plot_quality_by_steps(rows: Sequence[dict]):
+    """Quality against the number of steps, one line per sampler, from rows of one measurement at one N.
+
+    Each row: ``sampler`` (a name in ``SAMPLER_REGISTRY``), ``steps``, ``n``, ``confident`` (a fraction),
+    ``fid`` and, if known, ``floor_fid`` (real digits at the same N), as in
+    ``assets/measurements/cpu_dpm_solver_*.csv``. Left: the confident fraction in %; right: classifier-FID on
+    a log scale, the floor dotted. Samplers in the registry's order, named by their labels.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    unknown = sorted({row["sampler"] for row in rows} - set(SAMPLER_REGISTRY))
+    if unknown:
+        raise ValueError(f"rows name samplers that are not registered: {unknown}; known: {tuple(SAMPLER_REGISTRY)}")
+    sizes = sorted({row["n"] for row in rows})
+    if len(sizes) != 1:
+        raise ValueError(f"rows measured at N = {sizes}: classifier-FIDs compare only at one N, so plot each N on its own")
+    fig, (confident_ax, fid_ax) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    for sampler in SAMPLER_REGISTRY.values():
+        line = sorted((row for row in rows if row["sampler"] == sampler.name), key=lambda row: row["steps"])
+        if line:
+            steps = [row["steps"] for row in line]
+            confident_ax.plot(steps, [100 * row["confident"] for row in line], "o-", label=sampler.label)
+            fid_ax.plot(steps, [row["fid"] for row in line], "o-", label=sampler.label)
+    for floor in sorted({row["floor_fid"] for row in rows if "floor_fid" in row}):
+        fid_ax.axhline(floor, color="black", linestyle=":", label=f"real digits, N = {sizes[0]:,}")
+    confident_ax.set(xlabel="steps (network calls)", ylabel="% confident", title=f"confident digits (N = {sizes[0]:,})")
+    fid_ax.set(xlabel="steps (network calls)", ylabel="classifier-FID (lower is better)", yscale="log", title="distance to real digits")
+    fid_ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 0.2, 0.5, 1, 2, 5, ...
+    fid_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.5 rather than 5 x 10^-1
+    fid_ax.yaxis.set_minor_formatter(NullFormatter())
+    for ax in (confident_ax, fid_ax):
+        ax.set_xticks(sorted({row["steps"] for row in rows}))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
 def plot_loss_weights(schedule: NoiseSchedule, min_snr_gamma: float = 5.0):
     """How much each timestep's noise error counts under each objective, in units of ||eps - eps_theta||^2.
 

@@ -550,6 +550,22 @@ def test_cli_sweep_writes_both_curves(conditional_run, tmp_path, cli):
     assert all(r["n"] == 20 and 0 <= r["worst_digit_accuracy"] <= r["mean_digit_accuracy"] <= 1 for r in rows)
 
 
+def test_read_curves_keeps_each_rows_command_as_text(tmp_path):
+    """A measurement file that says how each row was measured reads like the sweep's: numbers as numbers."""
+    path = tmp_path / "by_steps.csv"
+    path.write_text("sampler,steps,n,confident,fid,command\ndpm_solver,15,2000,0.902,0.461,python -m ddpm_lib evaluate --steps 15\n")
+    assert evaluation.read_curves(path) == [
+        {
+            "sampler": "dpm_solver",
+            "steps": 15,
+            "n": 2000,
+            "confident": 0.902,
+            "fid": 0.461,
+            "command": "python -m ddpm_lib evaluate --steps 15",
+        }
+    ]
+
+
 def test_a_point_on_both_curves_is_drawn_once(monkeypatch):
     """Notebook 04's defaults put DDIM-20 at w = 1 on both curves: the same seed would draw the same digits twice."""
     floor = SimpleNamespace(fid=0.5)

@@ -246,13 +246,13 @@ def guidance_parameters_cell() -> str:
 def test_guidance_parameters_as_papermill_r_passes_them():
     raw = {
         "checkpoint": "None", "device": "cpu", "seed": "3", "train_epochs": "20", "train_subset": "None", "train_batch_size": "256",
-        "train_lr": "2e-3", "train_channels": "[32, 64, 128]", "train_out_dir": "../runs/04_t4", "n_per_point": "5000",
+        "train_lr": "2e-3", "train_loss_weighting": "min_snr", "train_channels": "[32, 64, 128]", "train_out_dir": "../runs/04_t4", "n_per_point": "5000",
         "guidance_weights": "[0, 1, 2, 3, 4, 6]", "guidance_steps": "50", "step_counts": "10,20,50,100,1000",
         "guidance_for_steps": "1", "include_ddpm": "True",
     }  # fmt: skip
     assert validate(raw, GUIDANCE_NOTEBOOK) == {
         "checkpoint": None, "device": "cpu", "seed": 3, "train_epochs": 20, "train_subset": None, "train_batch_size": 256,
-        "train_lr": 0.002, "train_channels": [32, 64, 128], "train_out_dir": "../runs/04_t4", "n_per_point": 5000,
+        "train_lr": 0.002, "train_loss_weighting": "min_snr", "train_channels": [32, 64, 128], "train_out_dir": "../runs/04_t4", "n_per_point": 5000,
         "guidance_weights": [0.0, 1.0, 2.0, 3.0, 4.0, 6.0], "guidance_steps": 50, "step_counts": [10, 20, 50, 100, 1000],
         "guidance_for_steps": 1.0, "include_ddpm": True,
     }  # fmt: skip

@@ -1,5 +1,5 @@
 """The figures of ddpm_lib.plots that say more than a picture: notebook 02's loss curves (one run, or several on
-one pair of axes), notebook 03's forward/reverse chain and notebook 04's table of digit grids, one row of panels per model."""
+one pair of axes), notebook 03's forward/reverse chain and notebook 04's table of digit grids, one row of panels per model, and its quality against the number of steps."""
 
 import matplotlib
 
@@ -102,3 +102,36 @@ def test_named_runs_share_the_axes_and_the_later_ones_are_dashed():
         ("your training_loss, mean of 2 steps", "--"),
     ]
     assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color() == lines[3].get_color()
+
+
+# Rows as the measurement file writes them (assets/measurements/cpu_dpm_solver_*.csv), deliberately out of order.
+STEP_ROWS = [
+    {"sampler": "dpm_solver", "steps": 10, "n": 2000, "confident": 0.887, "fid": 0.694, "floor_fid": 0.186},
+    {"sampler": "ddim", "steps": 50, "n": 2000, "confident": 0.915, "fid": 0.390, "floor_fid": 0.186},
+    {"sampler": "ddim", "steps": 5, "n": 2000, "confident": 0.800, "fid": 4.106, "floor_fid": 0.186},
+    {"sampler": "dpm_solver", "steps": 5, "n": 2000, "confident": 0.847, "fid": 1.745, "floor_fid": 0.186},
+]
+
+
+def test_quality_by_steps_draws_one_line_per_sampler_through_its_rows():
+    confident_ax, fid_ax = plots.plot_quality_by_steps(STEP_ROWS).axes
+    confident = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in confident_ax.get_lines()}
+    assert list(confident) == ["DDIM", "DPM-Solver++ (2M)"]  # the registry's order and labels
+    assert confident["DDIM"][0] == [5, 50] and confident["DDIM"][1] == pytest.approx([80.0, 91.5])
+    assert confident["DPM-Solver++ (2M)"][0] == [5, 10] and confident["DPM-Solver++ (2M)"][1] == pytest.approx([84.7, 88.7])
+    fid = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in fid_ax.get_lines()}
+    assert fid == {
+        "DDIM": ([5, 50], [4.106, 0.390]),
+        "DPM-Solver++ (2M)": ([5, 10], [1.745, 0.694]),
+        "real digits, N = 2,000": ([0, 1], [0.186, 0.186]),
+    }
+    assert fid_ax.get_yscale() == "log"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [({"sampler": "euler"}, "not registered: \\['euler'\\]"), ({"n": 1000}, "N = \\[1000, 2000\\]")],
+)
+def test_quality_by_steps_refuses_unknown_samplers_and_mixed_sample_sizes(change, message):
+    with pytest.raises(ValueError, match=message):
+        plots.plot_quality_by_steps([*STEP_ROWS, {**STEP_ROWS[0], **change}])
