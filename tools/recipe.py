@@ -179,9 +179,9 @@ VARIANTS.update(
         for name, (change, steps) in TIMED_CHANGES.items()
     }
 )
-# Notebook 02's defaults since the narrow network: 8-16-16 for the steps that fill three minutes on the idle 2-core CPU
-# at 2 threads (its 2,060-step run took 1.8 minutes there, 0.052 s per step, against the 0.087 that --cost, timed at one
-# thread beside other runs, gave): --steps 3200.
+# Notebook 02's narrow network for the steps that fill three minutes on a 2-core AMD EPYC machine, about 2.5 times as
+# fast as the Xeon whose three minutes the nb02_3min budget measures (2,060 steps of 8-16-16 took 1.8 minutes there,
+# 0.052 s per step): --steps 3200. Notebook 02 itself runs nb02_3min_channels_8_16_16 (--steps 2060).
 VARIANTS["nb02_narrow"] = {**NOTEBOOK_02_3MIN, "model": {"channels": (8, 16, 16)}, **epochs_of(3200)}
 # Single changes that leave the step's cost alone: --steps 840.
 VARIANTS.update(
