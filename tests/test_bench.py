@@ -37,15 +37,16 @@ def test_an_unknown_kind_of_mark_is_refused(tiny_config, judge):
         next(quality_during_training(tiny_config(), [1], "epochs", 4, *judge))
 
 
-def fake_run(confident_at_each_mark: list[float], asked: list):
-    """quality_during_training as a script: the marks it is asked for are recorded, the scores are given."""
+def fake_run(confident_at_each_mark: list[float], asked: list, model: torch.nn.Module | None = None):
+    """quality_during_training as a script: the marks it is asked for are recorded, the scores (and the network) are given."""
 
     def run(config, marks, by, n, classifier, reference, seed=1, etas=(0.0,)):
         asked.extend(marks)
         for mark, confident in zip(marks, confident_at_each_mark):
             for eta in etas:
                 yield QualityMark(mark, steps=100 * mark, epochs=mark, train_seconds=60 * mark, eta=eta,
-                                  scores=Evaluation(n=n, fid=1.0, confident=confident, class_fractions=[0.1] * 10))  # fmt: skip
+                                  scores=Evaluation(n=n, fid=1.0, confident=confident, class_fractions=[0.1] * 10),
+                                  model=model)  # fmt: skip
 
     return run
 
@@ -69,6 +70,21 @@ def test_the_recipe_tool_rows_come_from_the_same_measurement(monkeypatch, tiny_c
     assert row["mark"] == "2 minutes" and row["steps"] == 200 and row["images"] == 200 * tiny_config().batch_size
     assert (row["eta"], stochastic["eta"]) == (0.0, 1.0)
     assert (row["train_seconds"], row["confident"], row["fid"], row["fid_ratio"]) == (120, 0.25, 1.0, 2.0)
+
+
+def test_the_recipe_tool_keeps_the_weights_that_drew_each_marks_digits(monkeypatch, tmp_path, tiny_config, judge):
+    from safetensors.torch import load_file
+
+    network = torch.nn.Linear(3, 2)
+    floor = Evaluation(n=10, fid=0.5, confident=0.99, class_fractions=[0.1] * 10)
+    monkeypatch.setattr("tools.recipe.reference_and_floor", lambda n: (*judge, floor))
+    monkeypatch.setattr("tools.recipe.quality_during_training", fake_run([0.25, 0.5], [], network))
+    rows = list(measure("baseline", tiny_config(), [2, 3], "steps", 10, (0.0, 1.0), weights_dir=tmp_path))
+    assert len(rows) == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["baseline_200.safetensors", "baseline_300.safetensors"]
+    kept = load_file(tmp_path / "baseline_300.safetensors")
+    assert kept.keys() == network.state_dict().keys()
+    assert all(torch.equal(kept[name], tensor) for name, tensor in network.state_dict().items())
 
 
 def test_the_recipe_tool_refuses_to_append_to_a_csv_with_other_columns(tmp_path, capsys):
